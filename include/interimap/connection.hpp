@@ -1,0 +1,88 @@
+// An authenticated IMAP connection (interimap's [local] or [remote], a
+// pullimap account): transport, TLS, authentication, COMPRESS, capabilities.
+#pragma once
+
+#include <interimap/log.hpp>
+#include <interimap/options.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace interimap {
+
+namespace detail::imap { class Client; }
+
+// A mailbox as LIST (with RETURN (STATUS ...) where supported) reports it.
+struct MailboxInfo {
+  std::string name;                 // as on the wire (modified UTF-7)
+  std::optional<char> delimiter;    // hierarchy delimiter; nullopt for NIL
+  std::vector<std::string> flags;   // LIST flags: \Noselect, \HasChildren, \Subscribed...
+  std::optional<uint32_t> messages, uidnext, uidvalidity;
+  std::optional<uint64_t> highestmodseq;
+  bool selectable() const;          // no \Noselect or \NonExistent flag
+  bool subscribed() const;          // \Subscribed flag
+};
+
+class Connection {
+ public:
+  // Nothing is opened until open().  The logger must outlive the connection.
+  Connection(ConnectionOptions options, Logger& logger);
+  ~Connection();
+  Connection(Connection&&) noexcept;
+  Connection& operator=(Connection&&) noexcept;
+
+  // Connects (tunnel, TCP, SOCKS5, TLS), reads the greeting, upgrades with
+  // STARTTLS, authenticates with the first advertised mechanism of
+  // options().auth, and turns COMPRESS=DEFLATE on per options().compress.
+  // Throws NetworkError, ProtocolError or CommandError; each names the
+  // connection (options().name) and what failed.
+  void open();
+  // Sends LOGOUT and closes; never throws.
+  void close() noexcept;
+  bool is_open() const;
+
+  const ConnectionOptions& options() const;
+  const std::string& name() const;
+  // Capabilities as last announced (case preserved).
+  const std::vector<std::string>& capabilities() const;
+  // Case-insensitive test, e.g. has_capability("QRESYNC"), ("AUTH=PLAIN").
+  bool has_capability(std::string_view capability) const;
+  // Throws ProtocolError "NAME: server lacks required capability CAP" when missing.
+  void require_capability(std::string_view capability) const;
+  // True once COMPRESS=DEFLATE is active / once the transport is TLS.
+  bool compressed() const;
+  bool encrypted() const;
+
+  // ENABLE (RFC 5161) the given capabilities; returns those the server enabled.
+  std::vector<std::string> enable(const std::vector<std::string>& capabilities);
+
+  // LIST [(SELECT-OPTS)] reference (patterns...) [RETURN (SUBSCRIBED STATUS (...))]:
+  // with LIST-STATUS the STATUS items come in the same round trip, else one
+  // STATUS per selectable mailbox is pipelined.  Patterns are wire names
+  // (modified UTF-7, wildcards * and %).
+  std::vector<MailboxInfo> list(const std::vector<std::string>& patterns,
+                                const std::vector<std::string>& select_opts = {},
+                                std::string_view reference = "", bool with_status = true);
+  // CREATE a mailbox (wire name); `subscribe` also SUBSCRIBEs it.
+  void create(std::string_view mailbox, bool subscribe = false);
+  // APPEND one message; returns the APPENDUID (UIDVALIDITY, UID) when the server gives it.
+  std::optional<std::pair<uint32_t, uint32_t>> append(std::string_view mailbox, std::string_view message,
+                                                      const std::vector<std::string>& flags = {},
+                                                      std::string_view internaldate = "");
+  // EXAMINE the mailbox, then UID FETCH uid BODY.PEEK[]; nullopt if no such UID.
+  std::optional<std::string> fetch_body(std::string_view mailbox, uint32_t uid);
+  // NOOP, processing whatever the server sends.
+  void noop();
+
+  // The library's internal client (for the library's own layers).
+  detail::imap::Client& client();
+
+ private:
+  std::unique_ptr<detail::imap::Client> client_;
+};
+
+}  // namespace interimap

@@ -1,0 +1,55 @@
+// Logging: one line per message, prefixed per the log-prefix option.
+#pragma once
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace interimap {
+
+enum class LogLevel { Error, Warning, Info, Debug };
+
+// A compiled log-prefix format (interimap(1) "log-prefix"): %n expands to
+// the component name, %m to the mailbox, %?X?then&else? is a condition on
+// %X being non-empty, %% a literal percent; \&, \? and \\ escape.
+class LogPrefix {
+ public:
+  // The reference's default: "%?n?%?m?%n(%m)&%n?: ?".
+  static constexpr std::string_view kDefault = "%?n?%?m?%n(%m)&%n?: ?";
+
+  // Throws ConfigError (naming the format) when it is malformed.
+  explicit LogPrefix(std::string_view format = kDefault);
+  // Expands the format for a component name and a mailbox (either may be empty).
+  std::string expand(std::string_view name, std::string_view mailbox) const;
+
+ private:
+  struct Node;
+  std::shared_ptr<const Node> root_;
+};
+
+// Writes log lines to stderr or a file.  Not thread-safe.
+class Logger {
+ public:
+  Logger() = default;
+  // quiet: drop Info messages; debug: 0 none, 1 traffic, 2 traffic with credentials.
+  void set_quiet(bool quiet) { quiet_ = quiet; }
+  void set_debug(int level) { debug_ = level; }
+  int debug() const { return debug_; }
+  void set_prefix(LogPrefix prefix) { prefix_ = std::move(prefix); }
+  // Appends to this file instead of stderr (interimap "logfile").  Throws Error.
+  void open_file(const std::string& path);
+
+  void log(LogLevel level, std::string_view name, std::string_view mailbox, std::string_view message);
+  void error(std::string_view name, std::string_view message) { log(LogLevel::Error, name, {}, message); }
+  void warning(std::string_view name, std::string_view message) { log(LogLevel::Warning, name, {}, message); }
+  void info(std::string_view name, std::string_view message) { log(LogLevel::Info, name, {}, message); }
+
+ private:
+  bool quiet_ = false;
+  int debug_ = 0;
+  LogPrefix prefix_;
+  std::shared_ptr<std::FILE> file_;
+};
+
+}  // namespace interimap

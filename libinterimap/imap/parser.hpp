@@ -1,0 +1,76 @@
+// IMAP response parsing in two layers without I/O (STYLE.md 6):
+//  - ResponseReader frames a byte stream, fed in any split, into complete
+//    responses (a line plus its literals), optionally streaming large
+//    literals to a sink;
+//  - parse_response() turns one framed response into a typed Response.
+#pragma once
+
+#include "imap/response.hpp"
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace interimap::detail::imap {
+
+// Receives a literal's bytes instead of the framed response holding them.
+class LiteralSink {
+ public:
+  virtual ~LiteralSink() = default;
+  virtual void begin(uint64_t size) = 0;
+  virtual void data(std::string_view chunk) = 0;
+  virtual void end() = 0;
+};
+
+// In a framed response, a streamed literal is replaced by this single byte
+// (NUL cannot occur outside a literal in IMAP, RFC 3501 9 "CHAR8"); the
+// tokenizer reads it as a string that was streamed.
+inline constexpr char kStreamedLiteral = '\0';
+
+class ResponseReader {
+ public:
+  // Called when a literal of `size` bytes starts; `line` is the response so
+  // far (up to and including "{size}\r\n" / "~{size}\r\n").  Returning a sink
+  // streams the literal to it; nullptr keeps it in the framed response.
+  using SinkChooser = std::function<LiteralSink*(std::string_view line, uint64_t size)>;
+
+  // max_line bounds a response's bytes outside streamed literals; past it,
+  // feed() throws ProtocolError.
+  explicit ResponseReader(size_t max_line = size_t{1} << 31) : max_line_(max_line) {}
+
+  void set_sink_chooser(SinkChooser chooser) { chooser_ = std::move(chooser); }
+
+  // Consumes bytes (any split, a byte at a time included).  Complete
+  // responses become available through next().  Throws ProtocolError for a
+  // malformed literal header ("{12x}") or an oversized response.
+  void feed(std::string_view bytes);
+  // The next complete response: its line(s) with CRLF kept, literals inline
+  // ("* 1 FETCH (BODY[] {5}\r\nhello)\r\n"), or nullopt.
+  std::optional<std::string> next();
+  // True when no partial response is buffered.
+  bool idle() const;
+
+ private:
+  enum class State { Line, Literal };
+  State state_ = State::Line;
+  std::string current_;
+  uint64_t literal_left_ = 0;
+  LiteralSink* sink_ = nullptr;
+  size_t max_line_;
+  SinkChooser chooser_;
+  std::deque<std::string> ready_;
+};
+
+// Parses one framed response (as ResponseReader::next() returns it).
+// Throws ProtocolError whose message quotes the response (printable, long
+// ones abbreviated) and gives the byte offset of the error.
+Response parse_response(std::string_view raw);
+
+// Formats a response for debug logs and errors: CR/LF stripped at the end,
+// literal contents elided as "{N}...", control bytes escaped.
+std::string describe_response(std::string_view raw, size_t max = 256);
+
+}  // namespace interimap::detail::imap

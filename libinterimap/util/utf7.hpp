@@ -1,0 +1,16 @@
+// Modified UTF-7 for mailbox names (RFC 3501 5.1.3).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace interimap::detail {
+
+// UTF-8 -> modified UTF-7.  Throws std::invalid_argument on invalid UTF-8.
+std::string utf8_to_mutf7(std::string_view utf8);
+// Modified UTF-7 -> UTF-8.  Throws std::invalid_argument on malformed input
+// (bad base64, unterminated shift, non-minimal encoding of printable ASCII,
+// unpaired surrogates).
+std::string mutf7_to_utf8(std::string_view mutf7);
+
+}  // namespace interimap::detail
