@@ -1,0 +1,405 @@
+#include "imap/client.hpp"
+
+#include <interimap/error.hpp>
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <strings.h>
+
+namespace interimap::detail::imap {
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string base64(std::string_view data) {
+  std::string out(4 * ((data.size() + 2) / 3), '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+const char* status_name(StatusResponse::Kind k) {
+  switch (k) {
+    case StatusResponse::Kind::Ok: return "OK";
+    case StatusResponse::Kind::No: return "NO";
+    case StatusResponse::Kind::Bad: return "BAD";
+    case StatusResponse::Kind::Bye: return "BYE";
+    case StatusResponse::Kind::Preauth: return "PREAUTH";
+  }
+  return "?";
+}
+
+// A debug rendering of an outgoing chunk: literal contents elided as the
+// reference does ("[...]"), CRLF removed.
+std::string render_chunk(const Command& cmd, size_t chunk) {
+  const std::string& text = cmd.chunks[chunk];
+  std::string out;
+  size_t pos = 0;
+  for (const auto& span : cmd.literals) {
+    if (span.chunk != chunk) continue;
+    out.append(text, pos, span.offset - pos);
+    out += "[...]";
+    pos = span.offset + span.length;
+  }
+  out.append(text, pos, std::string::npos);
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+Client::Client(ConnectionOptions options, Logger& logger)
+    : options_(std::move(options)), logger_(logger), buf_(64 * 1024) {}
+
+Client::~Client() { close(); }
+
+bool Client::has_capability(std::string_view cap) const {
+  return std::any_of(capabilities_.begin(), capabilities_.end(),
+                     [&](const std::string& c) { return iequals(c, cap); });
+}
+
+void Client::require_capability(std::string_view cap) const {
+  if (!has_capability(cap))
+    throw ProtocolError(fmt::format("{}: server lacks required capability {}", name(), cap));
+}
+
+LiteralMode Client::literal_mode() const {
+  if (has_capability("LITERAL+")) return LiteralMode::Plus;
+  if (has_capability("LITERAL-")) return LiteralMode::Minus;
+  return LiteralMode::Sync;
+}
+
+int Client::fd() const { return stream_ ? stream_->fd() : -1; }
+
+bool Client::buffered() const { return stream_ && stream_->buffered(); }
+
+void Client::set_capabilities(std::vector<std::string> caps) { capabilities_ = std::move(caps); }
+
+void Client::open() {
+  if (stream_) return;
+  stream_ = open_stream(options_, logger_.debug());
+  encrypted_ = options_.type == ConnectionOptions::Type::Imaps;
+  greeting();
+  if (!preauth_) {
+    if (capabilities_.empty()) refresh_capabilities();
+    if (options_.type == ConnectionOptions::Type::Imap && options_.starttls) starttls();
+    authenticate();
+  } else if (options_.type == ConnectionOptions::Type::Imap && options_.starttls) {
+    throw ProtocolError(fmt::format(
+        "{}: PREAUTH greeting on a plaintext connection to {}:{}; refusing it (set STARTTLS = NO to accept)",
+        name(), options_.host, options_.effective_port()));
+  }
+  if (capabilities_.empty()) refresh_capabilities();
+  // RFC 4978 4: COMPRESS only after STARTTLS and authentication.
+  if (options_.compress && has_capability("COMPRESS=DEFLATE")) start_compress();
+}
+
+void Client::greeting() {
+  // RFC 3501 7.1: the greeting is an untagged OK, PREAUTH or BYE.
+  while (true) {
+    std::optional<std::string> raw = reader_.next();
+    if (!raw) {
+      size_t n = stream_->read(buf_);
+      if (n == 0) lost("while waiting for the greeting");
+      try {
+        reader_.feed(std::string_view(buf_.data(), n));
+      } catch (const ProtocolError& e) {
+        throw ProtocolError(fmt::format("{}: {}", name(), e.what()));
+      }
+      continue;
+    }
+    if (logger_.debug() > 0) logger_.log(LogLevel::Debug, name(), {}, "S: " + describe_response(*raw));
+    Response r;
+    try {
+      r = parse_response(*raw);
+    } catch (const ProtocolError& e) {
+      throw ProtocolError(fmt::format("{}: {}", name(), e.what()));
+    }
+    const auto* st = std::get_if<StatusResponse>(&r.data);
+    if (r.type != Response::Type::Untagged || st == nullptr ||
+        (st->kind != StatusResponse::Kind::Ok && st->kind != StatusResponse::Kind::Preauth &&
+         st->kind != StatusResponse::Kind::Bye))
+      throw ProtocolError(fmt::format("{}: unexpected greeting: {}", name(), describe_response(*raw)));
+    if (st->kind == StatusResponse::Kind::Bye)
+      throw NetworkError(fmt::format("{}: server refused the connection: BYE {}", name(), st->text));
+    preauth_ = st->kind == StatusResponse::Kind::Preauth;
+    if (st->code.kind == ResponseCode::Kind::Capability) set_capabilities(st->code.list);
+    return;
+  }
+}
+
+void Client::refresh_capabilities() {
+  capabilities_.clear();
+  run(CommandBuilder("CAPABILITY").build());
+  if (capabilities_.empty())
+    throw ProtocolError(fmt::format("{}: CAPABILITY returned no capability list", name()));
+}
+
+void Client::starttls() {
+  // RFC 2595 5.1 / RFC 3501 6.2.1: abort if STARTTLS is not advertised.
+  if (!has_capability("STARTTLS"))
+    throw ProtocolError(fmt::format("{}: server {}:{} did not advertise STARTTLS (set STARTTLS = NO to go without)",
+                                    name(), options_.host, options_.effective_port()));
+  switching_ = true;
+  switched_ = false;
+  run(CommandBuilder("STARTTLS").build());
+  switching_ = false;
+  if (!reader_.idle() || stream_->buffered())
+    throw ProtocolError(fmt::format("{}: server sent data after STARTTLS's OK (injection?)", name()));
+  stream_ = start_tls(std::move(stream_), options_);
+  encrypted_ = true;
+  // RFC 3501 6.2.1: forget capabilities learnt before TLS.
+  refresh_capabilities();
+}
+
+void Client::authenticate() {
+  std::vector<std::string> mechs = {"LOGIN"};
+  for (const auto& c : capabilities_)
+    if (c.size() > 5 && iequals(std::string_view(c).substr(0, 5), "AUTH=")) {
+      std::string m = c.substr(5);
+      std::transform(m.begin(), m.end(), m.begin(), [](unsigned char ch) { return std::toupper(ch); });
+      mechs.push_back(std::move(m));
+    }
+  std::string mech;
+  for (const auto& want : options_.auth) {
+    std::string w = want;
+    std::transform(w.begin(), w.end(), w.begin(), [](unsigned char ch) { return std::toupper(ch); });
+    if (std::find(mechs.begin(), mechs.end(), w) != mechs.end()) {
+      mech = w;
+      break;
+    }
+  }
+  if (mech.empty())
+    throw ProtocolError(fmt::format("{}: none of the authentication mechanisms '{}' is advertised by the server",
+                                    name(), fmt::join(options_.auth, " ")));
+  if (has_capability("LOGINDISABLED"))
+    throw ProtocolError(fmt::format("{}: logins are disabled (LOGINDISABLED)", name()));
+  if (!options_.username || !options_.password)
+    throw ConfigError(fmt::format("{}: missing option {}", name(), options_.username ? "password" : "username"));
+
+  Command cmd;
+  if (mech == "LOGIN") {
+    cmd = CommandBuilder("LOGIN", literal_mode()).astring(*options_.username).astring(*options_.password)
+              .sensitive().build();
+  } else if (mech == "PLAIN") {
+    // RFC 4616: authzid NUL authcid NUL passwd; RFC 4959 SASL-IR saves a round trip.
+    std::string cred = base64(std::string(1, '\0') + *options_.username + '\0' + *options_.password);
+    cmd.name = "AUTHENTICATE";
+    cmd.sensitive = true;
+    if (has_capability("SASL-IR")) {
+      cmd.chunks = {"AUTHENTICATE PLAIN " + cred + "\r\n"};
+    } else {
+      cmd.chunks = {"AUTHENTICATE PLAIN\r\n", cred + "\r\n"};
+    }
+  } else {
+    throw ConfigError(fmt::format("{}: unsupported authentication mechanism {}", name(), mech));
+  }
+  StatusResponse st = run(std::move(cmd), {}, true);
+  if (st.kind != StatusResponse::Kind::Ok)
+    throw CommandError(fmt::format("{}: authentication ({}) as {} failed: {} {}", name(), mech, *options_.username,
+                                   status_name(st.kind), st.text),
+                       mech == "LOGIN" ? "LOGIN" : "AUTHENTICATE", status_name(st.kind), st.code.name, st.text);
+  options_.password.reset();  // no need to keep it around
+  // Pre-login capabilities are stale unless the OK carried new ones.
+  if (st.code.kind != ResponseCode::Kind::Capability) refresh_capabilities();
+}
+
+void Client::start_compress() {
+  switching_ = true;
+  switched_ = false;
+  StatusResponse st = run(CommandBuilder("COMPRESS").raw("DEFLATE").build(), {}, true);
+  switching_ = false;
+  // RFC 4978 3: NO [COMPRESSIONACTIVE] means it already is (e.g. by TLS).
+  if (st.kind != StatusResponse::Kind::Ok) {
+    if (st.code.name == "COMPRESSIONACTIVE") return;
+    throw CommandError(fmt::format("{}: COMPRESS DEFLATE: {} {}", name(), status_name(st.kind), st.text), "COMPRESS",
+                       status_name(st.kind), st.code.name, st.text);
+  }
+  if (!reader_.idle())
+    throw ProtocolError(fmt::format("{}: server sent data after COMPRESS's OK", name()));
+  stream_ = start_deflate(std::move(stream_));
+  compressed_ = true;
+}
+
+void Client::close() noexcept {
+  if (!stream_) return;
+  try {
+    if (!bye_) {
+      // RFC 3501 6.1.3: the server answers BYE then the tagged OK.
+      run(CommandBuilder("LOGOUT").build(), {}, true);
+    }
+  } catch (...) {
+  }
+  stream_->shutdown();
+  stream_.reset();
+  inflight_.clear();
+}
+
+uint64_t Client::send(Command cmd, UntaggedHandler on_untagged) {
+  if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+  uint64_t id = next_id_++;
+  Pending p;
+  p.id = id;
+  p.tag = fmt::format("{:06}", id);
+  p.cmd = std::move(cmd);
+  p.handler = std::move(on_untagged);
+  inflight_.push_back(std::move(p));
+  pump_sends();
+  return id;
+}
+
+void Client::trace_out(const Pending& p, size_t chunk) {
+  if (logger_.debug() == 0) return;
+  std::string line;
+  if (p.cmd.sensitive && logger_.debug() < 2) {
+    line = chunk == 0 ? fmt::format("C: {} {} [REDACTED]", p.tag, p.cmd.name) : "C: [REDACTED]";
+  } else {
+    line = chunk == 0 ? fmt::format("C: {} {}", p.tag, render_chunk(p.cmd, 0)) : "C: " + render_chunk(p.cmd, chunk);
+  }
+  logger_.log(LogLevel::Debug, name(), {}, line);
+}
+
+void Client::pump_sends() {
+  // Writes, in order, every queued command up to the first one that must
+  // wait for a continuation request (RFC 3501 7.5).  Commands are
+  // coalesced into one write so a batch costs one TLS record / one flush.
+  std::string out;
+  for (auto& p : inflight_) {
+    if (p.next_chunk == p.cmd.chunks.size()) continue;  // fully sent
+    if (p.next_chunk > 0) break;                         // waiting for '+'
+    out += p.tag;
+    out += ' ';
+    out += p.cmd.chunks[0];
+    trace_out(p, 0);
+    p.next_chunk = 1;
+    if (p.cmd.chunks.size() > 1) break;
+  }
+  if (!out.empty()) stream_->write(out);
+}
+
+bool Client::poll(int timeout_ms) {
+  if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+  if (!stream_->buffered()) {
+    struct pollfd pfd = {stream_->fd(), POLLIN, 0};
+    int r;
+    do {
+      r = ::poll(&pfd, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) throw NetworkError(fmt::format("{}: poll: {}", name(), std::strerror(errno)));
+    if (r == 0) return false;
+  }
+  read_some();
+  return true;
+}
+
+void Client::read_some() {
+  size_t n = stream_->read(buf_);
+  if (n == 0) lost("");
+  try {
+    reader_.feed(std::string_view(buf_.data(), n));
+  } catch (const ProtocolError& e) {
+    throw ProtocolError(fmt::format("{}: {}", name(), e.what()));
+  }
+  while (auto raw = reader_.next()) dispatch(*raw);
+}
+
+void Client::lost(std::string_view why) {
+  std::string reason = bye_ ? fmt::format("server said BYE {}", bye_text_) : std::string("connection closed by the server");
+  std::string extra = stream_ ? stream_->end_reason() : std::string();
+  stream_.reset();
+  throw NetworkError(fmt::format("{}: {}{}{}{}", name(), reason, why.empty() ? "" : " ", why,
+                                 extra.empty() ? "" : " (" + extra + ")"));
+}
+
+void Client::dispatch(std::string_view raw) {
+  if (logger_.debug() > 0) logger_.log(LogLevel::Debug, name(), {}, "S: " + describe_response(raw));
+  if (switching_ && switched_)
+    throw ProtocolError(fmt::format("{}: unexpected data after the response that switches the stream layer: {}",
+                                    name(), describe_response(raw)));
+  Response r;
+  try {
+    r = parse_response(raw);
+  } catch (const ProtocolError& e) {
+    throw ProtocolError(fmt::format("{}: {}", name(), e.what()));
+  }
+
+  if (r.type == Response::Type::Continuation) {
+    // RFC 3501 7.5: continues the command waiting for one.
+    for (auto& p : inflight_) {
+      if (p.next_chunk > 0 && p.next_chunk < p.cmd.chunks.size()) {
+        trace_out(p, p.next_chunk);
+        stream_->write(p.cmd.chunks[p.next_chunk]);
+        ++p.next_chunk;
+        pump_sends();
+        return;
+      }
+    }
+    throw ProtocolError(fmt::format("{}: unexpected continuation request: {}", name(), describe_response(raw)));
+  }
+
+  if (r.type == Response::Type::Tagged) {
+    auto it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.tag == r.tag; });
+    if (it == inflight_.end() || it->done)
+      throw ProtocolError(fmt::format("{}: response with unknown tag: {}", name(), describe_response(raw)));
+    it->status = std::get<StatusResponse>(std::move(r.data));
+    it->done = true;
+    if (it->status.code.kind == ResponseCode::Kind::Capability) set_capabilities(it->status.code.list);
+    if (switching_) switched_ = true;
+    // A failed synchronizing literal is never continued: drop the rest.
+    if (it->next_chunk < it->cmd.chunks.size()) {
+      it->next_chunk = it->cmd.chunks.size();
+      pump_sends();
+    }
+    return;
+  }
+
+  // Untagged: connection state first (RFC 3501 7.1.5, 7.2.1).
+  if (auto* st = std::get_if<StatusResponse>(&r.data)) {
+    if (st->code.kind == ResponseCode::Kind::Capability) set_capabilities(st->code.list);
+    if (st->code.kind == ResponseCode::Kind::Alert) logger_.warning(name(), "ALERT: " + st->text);
+    if (st->kind == StatusResponse::Kind::Bye) {
+      bye_ = true;
+      bye_text_ = st->text;
+      return;
+    }
+  } else if (auto* caps = std::get_if<CapabilityData>(&r.data)) {
+    set_capabilities(caps->capabilities);
+  }
+  for (auto& p : inflight_)
+    if (!p.done && p.handler && p.handler(r)) return;
+  if (untagged_) untagged_(r);
+}
+
+StatusResponse Client::wait(uint64_t id, bool allow_failure) {
+  while (true) {
+    auto it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.id == id; });
+    if (it == inflight_.end()) throw Error(fmt::format("{}: internal error: waiting for unknown command {}", name(), id));
+    if (it->done) {
+      Pending p = std::move(*it);
+      inflight_.erase(it);
+      if (p.status.kind != StatusResponse::Kind::Ok && !allow_failure) command_failed(p);
+      return std::move(p.status);
+    }
+    if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+    read_some();
+  }
+}
+
+void Client::command_failed(const Pending& p) {
+  const StatusResponse& st = p.status;
+  std::string code = st.code.kind == ResponseCode::Kind::None ? "" : "[" + st.code.name + "] ";
+  std::string shown = p.cmd.sensitive ? p.cmd.name : render_chunk(p.cmd, 0);
+  throw CommandError(fmt::format("{}: command {} failed: {} {}{}", name(), shown, status_name(st.kind), code, st.text),
+                     p.cmd.name, status_name(st.kind), st.code.name, st.text);
+}
+
+}  // namespace interimap::detail::imap

@@ -1,0 +1,129 @@
+// The IMAP client engine under interimap::Connection: one stream, a
+// framing reader, pipelined commands (many tags in flight, STYLE.md 8) and
+// dispatch of responses by shape (STYLE.md 7).
+#pragma once
+
+#include "imap/command.hpp"
+#include "imap/parser.hpp"
+#include "imap/response.hpp"
+#include "net/stream.hpp"
+
+#include <interimap/log.hpp>
+#include <interimap/options.hpp>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace interimap::detail::imap {
+
+class Client {
+ public:
+  // Gets each untagged response; returns true when it consumed it.
+  using UntaggedHandler = std::function<bool(const Response&)>;
+
+  Client(ConnectionOptions options, Logger& logger);
+  ~Client();
+
+  // Opens the transport and performs greeting, STARTTLS, authentication
+  // and COMPRESS (see Connection::open).
+  void open();
+  // LOGOUT (waiting for the BYE and tagged OK) then closes; never throws.
+  void close() noexcept;
+  bool is_open() const { return stream_ != nullptr; }
+
+  const ConnectionOptions& options() const { return options_; }
+  const std::string& name() const { return options_.name; }
+  Logger& logger() { return logger_; }
+
+  const std::vector<std::string>& capabilities() const { return capabilities_; }
+  bool has_capability(std::string_view cap) const;
+  void require_capability(std::string_view cap) const;
+  bool compressed() const { return compressed_; }
+  bool encrypted() const { return encrypted_; }
+  // The literal form commands should use (LITERAL+, LITERAL- or synchronizing).
+  LiteralMode literal_mode() const;
+  // A builder using literal_mode().
+  CommandBuilder command(std::string_view name) const { return CommandBuilder(name, literal_mode()); }
+
+  // Queues a command and writes it as far as possible without waiting
+  // (pipelining).  `on_untagged`, if set, is offered the untagged responses
+  // that arrive while this is the oldest command in flight with a handler.
+  // Returns the command's id for wait().
+  uint64_t send(Command cmd, UntaggedHandler on_untagged = {});
+  // Reads and dispatches responses until command `id` completes.  OK
+  // returns its status; NO or BAD throws CommandError naming the command,
+  // unless allow_failure, when it is returned.
+  StatusResponse wait(uint64_t id, bool allow_failure = false);
+  // send() then wait().
+  StatusResponse run(Command cmd, UntaggedHandler on_untagged = {}, bool allow_failure = false) {
+    return wait(send(std::move(cmd), std::move(on_untagged)), allow_failure);
+  }
+  // Number of commands sent or queued but not completed.
+  size_t in_flight() const { return inflight_.size(); }
+
+  // Handler for untagged responses no command handler consumed (the
+  // connection-level state is updated before handlers see anything).
+  void set_untagged_handler(UntaggedHandler handler) { untagged_ = std::move(handler); }
+  // Chooses which literals stream to a sink (FETCH bodies).
+  void set_sink_chooser(ResponseReader::SinkChooser chooser) { reader_.set_sink_chooser(std::move(chooser)); }
+
+  // Reads and dispatches what arrives within timeout_ms (-1: wait forever);
+  // returns false if nothing arrived.  For IDLE and NOTIFY.
+  bool poll(int timeout_ms);
+  // The descriptor to poll, and whether input is already buffered.
+  int fd() const;
+  bool buffered() const;
+
+ private:
+  struct Pending {
+    uint64_t id;
+    std::string tag;
+    Command cmd;
+    size_t next_chunk = 0;  // chunks sent so far
+    UntaggedHandler handler;
+    bool done = false;
+    StatusResponse status;
+  };
+
+  void greeting();
+  void refresh_capabilities();
+  void starttls();
+  void authenticate();
+  void start_compress();
+  void set_capabilities(std::vector<std::string> caps);
+
+  void write_chunks(Pending& p);
+  void pump_sends();
+  // Reads once from the stream (blocking) and dispatches every complete response.
+  void read_some();
+  void dispatch(std::string_view raw);
+  void trace_out(const Pending& p, size_t chunk);
+  [[noreturn]] void lost(std::string_view why);
+  [[noreturn]] void command_failed(const Pending& p);
+
+  ConnectionOptions options_;
+  Logger& logger_;
+  std::unique_ptr<detail::Stream> stream_;
+  ResponseReader reader_;
+  std::vector<std::string> capabilities_;
+  bool compressed_ = false;
+  bool encrypted_ = false;
+  bool preauth_ = false;
+  bool bye_ = false;
+  // During STARTTLS / COMPRESS: after their tagged OK no byte may follow
+  // in the old layer (RFC 3501 6.2.1, RFC 4978 3).
+  bool switching_ = false;
+  bool switched_ = false;
+  std::string bye_text_;
+  uint64_t next_id_ = 1;
+  std::deque<Pending> inflight_;  // in sending order; front is the oldest
+  UntaggedHandler untagged_;
+  std::vector<char> buf_;
+};
+
+}  // namespace interimap::detail::imap

@@ -1,0 +1,184 @@
+#include <interimap/connection.hpp>
+#include <interimap/error.hpp>
+
+#include "imap/client.hpp"
+
+#include <fmt/format.h>
+#include <strings.h>
+
+#include <algorithm>
+#include <map>
+
+namespace interimap {
+
+using detail::imap::Client;
+using detail::imap::CommandBuilder;
+using detail::imap::FetchData;
+using detail::imap::ListData;
+using detail::imap::Response;
+using detail::imap::ResponseCode;
+using detail::imap::StatusData;
+
+namespace {
+
+bool has_flag(const std::vector<std::string>& flags, std::string_view flag) {
+  return std::any_of(flags.begin(), flags.end(), [&](const std::string& f) {
+    return f.size() == flag.size() && strncasecmp(f.data(), flag.data(), f.size()) == 0;
+  });
+}
+
+std::string paren_list(const std::vector<std::string>& items) { return fmt::format("({})", fmt::join(items, " ")); }
+
+}  // namespace
+
+bool MailboxInfo::selectable() const { return !has_flag(flags, "\\Noselect") && !has_flag(flags, "\\NonExistent"); }
+bool MailboxInfo::subscribed() const { return has_flag(flags, "\\Subscribed"); }
+
+Connection::Connection(ConnectionOptions options, Logger& logger)
+    : client_(std::make_unique<Client>(std::move(options), logger)) {}
+Connection::~Connection() = default;
+Connection::Connection(Connection&&) noexcept = default;
+Connection& Connection::operator=(Connection&&) noexcept = default;
+
+void Connection::open() { client_->open(); }
+void Connection::close() noexcept { client_->close(); }
+bool Connection::is_open() const { return client_->is_open(); }
+const ConnectionOptions& Connection::options() const { return client_->options(); }
+const std::string& Connection::name() const { return client_->name(); }
+const std::vector<std::string>& Connection::capabilities() const { return client_->capabilities(); }
+bool Connection::has_capability(std::string_view c) const { return client_->has_capability(c); }
+void Connection::require_capability(std::string_view c) const { client_->require_capability(c); }
+bool Connection::compressed() const { return client_->compressed(); }
+bool Connection::encrypted() const { return client_->encrypted(); }
+detail::imap::Client& Connection::client() { return *client_; }
+
+std::vector<std::string> Connection::enable(const std::vector<std::string>& capabilities) {
+  // RFC 5161 3.1
+  require_capability("ENABLE");
+  std::vector<std::string> enabled;
+  auto cmd = client_->command("ENABLE");
+  for (const auto& c : capabilities) cmd.raw(c);
+  client_->run(cmd.build(), [&](const Response& r) {
+    if (auto* e = std::get_if<detail::imap::EnabledData>(&r.data)) {
+      enabled.insert(enabled.end(), e->capabilities.begin(), e->capabilities.end());
+      return true;
+    }
+    return false;
+  });
+  return enabled;
+}
+
+std::vector<MailboxInfo> Connection::list(const std::vector<std::string>& patterns,
+                                          const std::vector<std::string>& select_opts, std::string_view reference,
+                                          bool with_status) {
+  const bool extended = client_->has_capability("LIST-EXTENDED");
+  const bool list_status = with_status && client_->has_capability("LIST-STATUS");
+  const bool condstore = client_->has_capability("CONDSTORE");
+  if (!select_opts.empty() && !extended)
+    throw ProtocolError(fmt::format("{}: list-select-opts needs the LIST-EXTENDED capability", name()));
+  std::vector<std::string> status_items = {"MESSAGES", "UIDNEXT", "UIDVALIDITY"};
+  if (condstore) status_items.push_back("HIGHESTMODSEQ");
+
+  std::vector<MailboxInfo> result;
+  std::map<std::string, size_t, std::less<>> index;
+  auto on_untagged = [&](const Response& r) {
+    if (auto* l = std::get_if<ListData>(&r.data)) {
+      if (l->lsub) return false;
+      auto [it, fresh] = index.try_emplace(l->mailbox, result.size());
+      if (fresh) result.emplace_back();
+      MailboxInfo& m = result[it->second];
+      m.name = l->mailbox;
+      m.delimiter = l->delimiter;
+      m.flags = l->flags;
+      return true;
+    }
+    if (auto* s = std::get_if<StatusData>(&r.data)) {
+      auto [it, fresh] = index.try_emplace(s->mailbox, result.size());
+      if (fresh) {
+        result.emplace_back();
+        result.back().name = s->mailbox;
+      }
+      MailboxInfo& m = result[it->second];
+      if (s->messages) m.messages = s->messages;
+      if (s->uidnext) m.uidnext = s->uidnext;
+      if (s->uidvalidity) m.uidvalidity = s->uidvalidity;
+      if (s->highestmodseq) m.highestmodseq = s->highestmodseq;
+      return true;
+    }
+    return false;
+  };
+
+  std::vector<std::string> pats = patterns.empty() ? std::vector<std::string>{"*"} : patterns;
+  std::vector<uint64_t> ids;
+  if (extended) {
+    // RFC 5258: one LIST with every pattern; RFC 5819 LIST-STATUS adds STATUS.
+    auto cmd = client_->command("LIST");
+    if (!select_opts.empty()) cmd.raw(paren_list(select_opts));
+    cmd.string(reference);
+    std::string plist = "(";
+    for (size_t i = 0; i < pats.size(); ++i) {
+      if (i) plist += ' ';
+      plist += detail::imap::quote(pats[i]);
+    }
+    plist += ')';
+    // Patterns with 8-bit or control bytes are not expected (they are
+    // modified UTF-7); quote() requires none.
+    cmd.raw(plist);
+    std::vector<std::string> ret = {"SUBSCRIBED"};
+    if (list_status) ret.push_back("STATUS " + paren_list(status_items));
+    cmd.raw("RETURN " + paren_list(ret));
+    ids.push_back(client_->send(cmd.build(), on_untagged));
+  } else {
+    for (const auto& p : pats) ids.push_back(client_->send(client_->command("LIST").string(reference).string(p).build(), on_untagged));
+  }
+  for (uint64_t id : ids) client_->wait(id);
+
+  if (with_status && !list_status) {
+    // No LIST-STATUS: pipeline one STATUS per selectable mailbox.
+    ids.clear();
+    for (const auto& m : result)
+      if (m.selectable())
+        ids.push_back(client_->send(client_->command("STATUS").mailbox(m.name).raw(paren_list(status_items)).build(),
+                                    on_untagged));
+    for (uint64_t id : ids) client_->wait(id);
+  }
+  return result;
+}
+
+void Connection::create(std::string_view mailbox, bool subscribe) {
+  uint64_t id = client_->send(client_->command("CREATE").mailbox(mailbox).build());
+  uint64_t sub = subscribe ? client_->send(client_->command("SUBSCRIBE").mailbox(mailbox).build()) : 0;
+  client_->wait(id);
+  if (sub) client_->wait(sub);
+}
+
+std::optional<std::pair<uint32_t, uint32_t>> Connection::append(std::string_view mailbox, std::string_view message,
+                                                                const std::vector<std::string>& flags,
+                                                                std::string_view internaldate) {
+  auto cmd = client_->command("APPEND").mailbox(mailbox);
+  if (!flags.empty()) cmd.raw(paren_list(flags));
+  if (!internaldate.empty()) cmd.string(internaldate);
+  cmd.literal(message);
+  auto st = client_->run(cmd.build());
+  if (st.code.kind == ResponseCode::Kind::AppendUid && st.code.uids.size() == 1)
+    return std::make_pair(static_cast<uint32_t>(st.code.number), st.code.uids.ranges().front().first);
+  return std::nullopt;
+}
+
+std::optional<std::string> Connection::fetch_body(std::string_view mailbox, uint32_t uid) {
+  client_->run(client_->command("EXAMINE").mailbox(mailbox).build());
+  std::optional<std::string> body;
+  client_->run(client_->command("UID FETCH").raw(std::to_string(uid)).raw("(BODY.PEEK[])").build(),
+               [&](const Response& r) {
+                 if (auto* f = std::get_if<FetchData>(&r.data)) {
+                   if (f->uid == uid && f->body) body = f->body;
+                   return true;
+                 }
+                 return false;
+               });
+  return body;
+}
+
+void Connection::noop() { client_->run(client_->command("NOOP").build()); }
+
+}  // namespace interimap
