@@ -11,10 +11,13 @@
 
 namespace interimap {
 
-// A parsed configuration file.  Lines are "[SECTION]", "OPTION = VALUE"
-// (blanks around both trimmed), blank, or comments starting with '#' or ';'.
-// Options before the first section belong to the default section, whose
-// values apply to every other section that does not set them.
+// A parsed configuration file, read as the reference's Config::Tiny does.
+// Lines are "[SECTION]", "OPTION = VALUE" (blanks around both trimmed; the
+// value may be empty and may hold '='), blank, or comments starting with '#'
+// or ';'; " ; text" ends a line with a comment.  Options before the first
+// section (or under "[_]") belong to the default section, whose values apply
+// to every other section that does not set them.  A repeated option keeps
+// its last value; a repeated section merges into the first.
 class Config {
  public:
   // Reads and parses a file.  Throws ConfigError naming the file and line.
@@ -31,18 +34,22 @@ class Config {
   std::optional<std::string> get(std::string_view section, std::string_view option) const;
   // The value in the default section only.
   std::optional<std::string> get_default(std::string_view option) const { return get("", option); }
-  // YES/NO (case-insensitive; also 1/0, TRUE/FALSE, ON/OFF), else ConfigError.
+  // YES/NO, case-insensitive (the reference accepts nothing else), else
+  // ConfigError.  nullopt when unset.
   std::optional<bool> get_bool(std::string_view section, std::string_view option) const;
-  // A non-negative integer, else ConfigError.
+  // A non-negative decimal integer, else ConfigError.  nullopt when unset.
   std::optional<uint64_t> get_uint(std::string_view section, std::string_view option) const;
 
   // Builds the options of a connection section.  `name` goes to
   // ConnectionOptions::name; `compress_default` is the compress default
   // (NO for [local], YES for [remote]).  A bad value is a ConfigError naming
-  // file, section, option and value.
+  // file, section, option and value; so are a missing section and a tunnel
+  // without command.  Unknown option names are not checked here.
   ConnectionOptions connection(std::string_view section, bool compress_default) const;
 
-  // A ConfigError "FILE: [SECTION] OPTION: MESSAGE (value: VALUE)".
+  // A ConfigError "FILE: [SECTION] OPTION: MESSAGE (value: VALUE)", where
+  // SECTION is the one holding the value ("FILE: OPTION: ..." for the default
+  // section); no "(value: ...)" when unset; a password is shown as <redacted>.
   [[noreturn]] void fail(std::string_view section, std::string_view option, std::string_view message) const;
 
  private:
@@ -51,14 +58,17 @@ class Config {
   std::map<std::string, std::map<std::string, std::string, std::less<>>, std::less<>> values_;
 };
 
-// Splits a list-mailbox value into patterns: blank-separated words, or
-// double-quoted strings with C escapes (\t, \n, \\, \", \xHH, ...).  The
-// result may contain NUL bytes, standing for the hierarchy delimiter.
-// Throws ConfigError (with `what` naming the option) on unterminated quotes
-// or bad escapes.
+// Splits a list-mailbox value into patterns, as the reference does:
+// blank-separated words of printable ASCII except '"', '(', ')', '\' and '{';
+// or non-empty double-quoted strings of printable ASCII with the escapes
+// \" \\ \0 \a \b \t \n \f \r \xHH (and \v, which the reference turns into
+// a plain 'v').  "\0" is NUL, standing for the hierarchy delimiter.  Throws
+// ConfigError "Invalid value for WHAT: VALUE (REASON at offset N)" on an empty
+// value, unterminated quotes, bad escapes, 8-bit or unexpected characters.
 std::vector<std::string> split_list_mailbox(std::string_view value, std::string_view what = "list-mailbox");
 
-// $XDG_CONFIG_HOME (or ~/.config) and $XDG_DATA_HOME (or ~/.local/share).
+// $XDG_CONFIG_HOME (or ~/.config) and $XDG_DATA_HOME (or ~/.local/share);
+// an empty variable counts as unset.  Nothing is created.
 std::string xdg_config_home();
 std::string xdg_data_home();
 // `path` if absolute, else `base`/`path`.

@@ -12,7 +12,9 @@ enum class LogLevel { Error, Warning, Info, Debug };
 
 // A compiled log-prefix format (interimap(1) "log-prefix"): %n expands to
 // the component name, %m to the mailbox, %?X?then&else? is a condition on
-// %X being non-empty, %% a literal percent; \&, \? and \\ escape.
+// %X being non-empty (X is n or m; conditionals nest), %% a literal percent;
+// \&, \? and \\ escape.  Anything else after '%' or '\', an unescaped '&' or
+// '?' outside a conditional, or a control character is malformed.
 class LogPrefix {
  public:
   // The reference's default: "%?n?%?m?%n(%m)&%n?: ?".
@@ -28,7 +30,12 @@ class LogPrefix {
   std::shared_ptr<const Node> root_;
 };
 
-// Writes log lines to stderr or a file.  Not thread-safe.
+// Writes log lines shaped like the reference's: PREFIX + MESSAGE, with
+// "WARNING: " or "ERROR: " before the message of those levels.  Each line is
+// one write(2).  With a log file, lines written there start with a
+// timestamp ("%b %e %H:%M:%S.uuuuuu "); Debug lines then go to the file only,
+// the others to the file and to stderr (as the reference does).  Not
+// thread-safe.
 class Logger {
  public:
   Logger() = default;

@@ -1,0 +1,254 @@
+// LogPrefix (interimap(1) log-prefix) and Logger line shapes.
+#include <interimap/error.hpp>
+#include <interimap/log.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include <unistd.h>
+
+using interimap::ConfigError;
+using interimap::LogLevel;
+using interimap::Logger;
+using interimap::LogPrefix;
+
+namespace {
+
+struct ExpandCase {
+  const char* format;
+  const char* name;
+  const char* mailbox;
+  const char* expected;
+};
+
+// Expected values were produced by the reference's _logger_prefix
+// (Net::IMAP::InterIMAP 0.5.7) for the same inputs.
+const ExpandCase kExpand[] = {
+    {"%?n?%?m?%n(%m)&%n?: ?", "remote", "INBOX", "remote(INBOX): "},
+    {"%?n?%?m?%n(%m)&%n?: ?", "remote", "", "remote: "},
+    {"%?n?%?m?%n(%m)&%n?: ?", "", "INBOX", ""},
+    {"%?n?%?m?%n(%m)&%n?: ?", "", "", ""},
+    {"[%n] %m: ", "local", "Sent", "[local] Sent: "},
+    {"%%n", "x", "y", "%n"},
+    {"a\\&b\\?c\\\\d ", "x", "y", "a&b?c\\d "},
+    {"%?m?<%m>&no mailbox?", "x", "", "no mailbox"},
+    {"%?m?<%m>&no mailbox?", "x", "A", "<A>"},
+    {"%?n?%?m?\\?&\\&?&-?", "x", "", "&"},
+    {"%?n?%?m?\\?&\\&?&-?", "x", "y", "?"},
+    {"%?n?%?m?\\?&\\&?&-?", "", "y", "-"},
+    {"%?m??", "x", "y", ""},
+    {"%?m?&?", "x", "y", ""},
+    {"%?m?&e?", "x", "", "e"},
+    {"%n%%%m", "local", "INBOX", "local%INBOX"},
+    {"", "local", "INBOX", ""},
+    {"%?n?n=%n %?m?m=%m&nomb? ?", "local", "INBOX", "n=local m=INBOX "},
+    {"%?n?n=%n %?m?m=%m&nomb? ?", "local", "", "n=local nomb "},
+    {"%?n?%?n?%?n?deep???", "x", "", "deep"},
+    {"%?n?%?n?%?n?deep???", "", "", ""},
+    {"100%% (%m)", "x", "Drafts", "100% (Drafts)"},
+};
+
+}  // namespace
+
+TEST_CASE("LogPrefix expands like the reference") {
+  for (const auto& c : kExpand) {
+    CAPTURE(c.format);
+    CAPTURE(c.name);
+    CAPTURE(c.mailbox);
+    CHECK(LogPrefix(c.format).expand(c.name, c.mailbox) == c.expected);
+  }
+}
+
+TEST_CASE("LogPrefix default is the reference's default") {
+  CHECK(LogPrefix::kDefault == "%?n?%?m?%n(%m)&%n?: ?");
+  LogPrefix prefix;
+  CHECK(prefix.expand("local", "Archive/2024") == "local(Archive/2024): ");
+  CHECK(prefix.expand("local", "") == "local: ");
+  CHECK(prefix.expand("", "") == "");
+}
+
+TEST_CASE("LogPrefix rejects malformed formats, naming the format") {
+  const char* const cases[] = {
+      "%",                   // trailing '%'
+      "abc%",                //
+      "%x",                  // unknown sequence
+      "%d: ",                //
+      "%?",                  // unterminated conditional
+      "%?n",                 //
+      "%?n?",                //
+      "%?n?then",            //
+      "%?n?then&else",       //
+      "%?n?a&b&c?",          // two '&'
+      "%?x?a?",              // unknown conditional variable
+      "%?%?a?",              //
+      "%?nn?a?",             // '?' must follow the variable
+      "%?n?%?m?a?",          // inner conditional closed, outer not
+      "a?b",                 // unescaped '?' outside a conditional
+      "a&b",                 // unescaped '&' outside a conditional
+      "%?n?a??",             // stray '?' after a conditional
+      "\\",                  // trailing backslash
+      "\\n",                 // invalid escape
+      "%?n?\\x?",            //
+      "a\tb",                // control character
+  };
+  for (const char* format : cases) {
+    CAPTURE(format);
+    CHECK_THROWS_AS(LogPrefix{format}, ConfigError);
+    try {
+      LogPrefix prefix{format};
+    } catch (const ConfigError& e) {
+      CHECK(std::string(e.what()).find(std::string("\"") + format + "\"") != std::string::npos);
+      CHECK(std::string(e.what()).find("log-prefix") != std::string::npos);
+    }
+  }
+}
+
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Captures what Logger writes to fd 2 while `fn` runs.
+template <typename Fn>
+std::string capture_stderr(Fn fn) {
+  char tmpl[] = "/tmp/interimap-test-stderr-XXXXXX";
+  const int fd = mkstemp(tmpl);
+  REQUIRE(fd >= 0);
+  const int saved = dup(STDERR_FILENO);
+  REQUIRE(saved >= 0);
+  dup2(fd, STDERR_FILENO);
+  fn();
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  close(fd);
+  std::string out = read_file(tmpl);
+  unlink(tmpl);
+  return out;
+}
+
+// Checks the "%b %e %H:%M:%S.uuuuuu " timestamp at the start of `line` and
+// returns what follows it, or nullopt when the shape differs.
+std::optional<std::string> strip_timestamp(const std::string& line) {
+  static const std::string months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  //                         "Jan  5 12:34:56.123456 "
+  const std::string shape = "MMM DD 99:99:99.999999 ";
+  if (line.size() < shape.size()) {
+    return std::nullopt;
+  }
+  if (std::find(std::begin(months), std::end(months), line.substr(0, 3)) == std::end(months)) {
+    return std::nullopt;
+  }
+  for (size_t i = 3; i < shape.size(); ++i) {
+    const char c = line[i];
+    const bool ok = shape[i] == '9' ? (c >= '0' && c <= '9')
+                    : shape[i] == 'D' ? (c == ' ' || (c >= '0' && c <= '9'))
+                                      : c == shape[i];
+    if (!ok) {
+      return std::nullopt;
+    }
+  }
+  if (line[4] == ' ' && line[5] == '0') {
+    return std::nullopt;  // %e pads with a blank, not a zero
+  }
+  return line.substr(shape.size());
+}
+
+}  // namespace
+
+TEST_CASE("Logger writes reference-shaped lines to stderr") {
+  Logger logger;
+  std::string out = capture_stderr([&] {
+    logger.info("remote", "Added 1 UID(s)");
+    logger.warning("local", "something odd");
+    logger.error("remote", "Can't connect");
+    logger.log(LogLevel::Warning, "remote", "INBOX", "UIDVALIDITY changed");
+    logger.log(LogLevel::Info, "", "INBOX", "no name, no prefix");
+    logger.log(LogLevel::Debug, "local", "", "not shown without --debug");
+  });
+  CHECK(out ==
+        "remote: Added 1 UID(s)\n"
+        "local: WARNING: something odd\n"
+        "remote: ERROR: Can't connect\n"
+        "remote(INBOX): WARNING: UIDVALIDITY changed\n"
+        "no name, no prefix\n");
+}
+
+TEST_CASE("Logger quiet drops Info only; debug shows Debug") {
+  Logger logger;
+  logger.set_quiet(true);
+  logger.set_debug(1);
+  CHECK(logger.debug() == 1);
+  std::string out = capture_stderr([&] {
+    logger.info("local", "dropped");
+    logger.warning("local", "kept");
+    logger.error("local", "kept too");
+    logger.log(LogLevel::Debug, "local", "", "C: 1 NOOP");
+  });
+  CHECK(out == "local: WARNING: kept\nlocal: ERROR: kept too\nlocal: C: 1 NOOP\n");
+}
+
+TEST_CASE("Logger uses the configured prefix") {
+  Logger logger;
+  logger.set_prefix(LogPrefix("[%n%?m?/%m?] "));
+  std::string out = capture_stderr([&] {
+    logger.info("local", "hello");
+    logger.log(LogLevel::Error, "remote", "Sent", "oops");
+  });
+  CHECK(out == "[local] hello\n[remote/Sent] ERROR: oops\n");
+}
+
+TEST_CASE("Logger log file: timestamps; debug to the file only, the rest to both") {
+  char tmpl[] = "/tmp/interimap-test-log-XXXXXX";
+  const int fd = mkstemp(tmpl);
+  REQUIRE(fd >= 0);
+  close(fd);
+  {
+    std::ofstream pre(tmpl);
+    pre << "previous line\n";  // the file is appended to, not truncated
+  }
+  Logger logger;
+  logger.set_debug(1);
+  logger.open_file(tmpl);
+  std::string err = capture_stderr([&] {
+    logger.info("local", "info line");
+    logger.log(LogLevel::Debug, "remote", "", "debug line");
+    logger.warning("remote", "warn line");
+  });
+  CHECK(err == "local: info line\nremote: WARNING: warn line\n");
+  std::string file = read_file(tmpl);
+  unlink(tmpl);
+  std::istringstream lines(file);
+  std::string line;
+  std::getline(lines, line);
+  CHECK(line == "previous line");
+  // "%b %e %H:%M:%S" then a dot and microseconds, then the line.
+  const char* const expected[] = {"local: info line", "remote: debug line", "remote: WARNING: warn line"};
+  for (const char* want : expected) {
+    CAPTURE(want);
+    REQUIRE(std::getline(lines, line));
+    CHECK(strip_timestamp(line) == std::optional<std::string>(want));
+  }
+  CHECK_FALSE(std::getline(lines, line));
+}
+
+TEST_CASE("Logger::open_file failure names the file") {
+  Logger logger;
+  try {
+    logger.open_file("/nonexistent-dir/interimap.log");
+    FAIL("no exception");
+  } catch (const interimap::Error& e) {
+    CHECK(std::string(e.what()).find("/nonexistent-dir/interimap.log") != std::string::npos);
+  }
+}
