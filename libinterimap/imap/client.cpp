@@ -193,7 +193,7 @@ void Client::authenticate() {
   } else if (mech == "PLAIN") {
     // RFC 4616: authzid NUL authcid NUL passwd; RFC 4959 SASL-IR saves a round trip.
     std::string cred = base64(std::string(1, '\0') + *options_.username + '\0' + *options_.password);
-    cmd.name = "AUTHENTICATE";
+    cmd.name = "AUTHENTICATE PLAIN";
     cmd.sensitive = true;
     if (has_capability("SASL-IR")) {
       cmd.chunks = {"AUTHENTICATE PLAIN " + cred + "\r\n"};
