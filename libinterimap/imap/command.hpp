@@ -49,7 +49,7 @@ class CommandBuilder {
   CommandBuilder& mailbox(std::string_view wire_name);
   // Marks the command as carrying credentials.
   CommandBuilder& sensitive();
-  // Ends the command with CRLF.
+  // Ends the command with CRLF and hands it over; the builder is spent.
   Command build();
 
  private:

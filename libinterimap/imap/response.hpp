@@ -114,7 +114,9 @@ struct EsearchData {
 
 // "+ text" (the text may be base64 for AUTHENTICATE).
 struct ContinuationData { std::string text; };
-// An untagged response we do not model: its first atom (upper-cased) and raw bytes.
+// An untagged response we do not model: its first atom after "* " (after the
+// number for "* n NAME"), upper-cased, and the whole framed response, CRLF
+// included (for logs or a caller's own parsing).
 struct OtherData { std::string name; std::string raw; };
 
 struct Response {
