@@ -3,22 +3,31 @@
 # examples/list-status against it through pkg-config only, and runs it on a
 # throwaway Dovecot store reached as a pre-authenticated tunnel.
 #   examples/run-example.sh [BUILD_DIR]   (default: build)
+# .ci/run stages the install itself and exports INTERIMAP_PREFIX,
+# PKG_CONFIG_PATH and LD_LIBRARY_PATH; then that install is used.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
-build=$(cd "${1:-$src/build}" && pwd)
+# BUILD_DIR is used only when the caller did not stage an install already.
+build=${1:-$src/build}
+[ -f "$build/build.ninja" ] || build=$src/build
 work=$(mktemp -d /tmp/interimap-example.XXXXXX)
 chmod 755 "$work"
 trap 'rm -rf "$work"' EXIT
 
-meson install -C "$build" --destdir "$work/root" --quiet
-prefix=$(meson introspect "$build" --buildoptions | python3 -c \
-  'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="prefix"))')
-libdir=$(meson introspect "$build" --buildoptions | python3 -c \
-  'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="libdir"))')
-root="$work/root$prefix"
-pcdir="$root/$libdir/pkgconfig"
-# The .pc file names the final prefix; point it at the staged copy.
-sed -i "s|^prefix=.*|prefix=$root|" "$pcdir/interimap.pc"
+if [ -n "${INTERIMAP_PREFIX:-}" ] && pkg-config --exists interimap; then
+  # Already staged by the caller (.ci/run), with PKG_CONFIG_PATH and
+  # LD_LIBRARY_PATH pointing at it.
+  pcdir=$(dirname "$(pkg-config --variable=pcfiledir interimap)/interimap.pc")
+  libdir=$(pkg-config --variable=libdir interimap)
+else
+  meson install -C "$build" --destdir "$work/root" --quiet
+  pc=$(find "$work/root" -name interimap.pc -print -quit)
+  pcdir=$(dirname "$pc")
+  # The .pc file names the final prefix; point it at the staged copy.
+  prefix=$(sed -n 's/^prefix=//p' "$pc")
+  sed -i "s|^prefix=.*|prefix=$work/root$prefix|" "$pc"
+  libdir=$(PKG_CONFIG_PATH="$pcdir" pkg-config --variable=libdir interimap)
+fi
 PKG_CONFIG_PATH="$pcdir" meson setup "$work/ex-build" "$src/examples/list-status" >/dev/null
 ninja -C "$work/ex-build" >/dev/null
 
@@ -49,6 +58,6 @@ type = tunnel
 command = $wrap env -i PATH=/usr/bin:/bin HOME=$store USER=example $imap -c $store/dovecot.conf
 null-stderr = yes
 CONF
-LD_LIBRARY_PATH="$root/$libdir" "$work/ex-build/list-status" "$work/config" remote | tee "$work/out"
+LD_LIBRARY_PATH="$libdir" "$work/ex-build/list-status" "$work/config" remote | tee "$work/out"
 grep -q '^INBOX ' "$work/out"
 echo "example: OK"
