@@ -40,6 +40,13 @@ class MinimalServer(unittest.TestCase):
         self.assertFalse(tls)
         self.assertFalse(compress, "COMPRESS not advertised: compress = YES is a no-op")
 
+    def test_required_capability_missing(self):
+        # QRESYNC is what interimap cannot go without: one clear line naming
+        # the connection and the capability, exit status 1.
+        msg = h.assert_fails(probe("require", "QRESYNC"), r"^imap-probe: remote: server lacks required capability QRESYNC$")
+        self.assertNotIn("\n", msg)
+        h.assert_ok(probe("require", "IMAP4rev1"))
+
     def test_list_without_list_status(self):
         MIN.append_many("seeded", [h.make_message(f"seed {i}") for i in range(3)], create=True)
         MIN.create("seeded/child")

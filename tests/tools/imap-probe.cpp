@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "configuration file")->required();
   app.add_option("--section", section, "section of the configuration file");
   app.add_option("--debug", debug, "debug level");
-  app.add_option("action", action, "capabilities | list [PATTERN...] | append MAILBOX FILE [FLAG...] | "
+  app.add_option("action", action, "capabilities | require CAP... | list [PATTERN...] | append MAILBOX FILE [FLAG...] | "
                                    "fetch MAILBOX UID | create MAILBOX")->required();
   CLI11_PARSE(app, argc, argv);
 
@@ -54,6 +54,9 @@ int main(int argc, char** argv) {
     if (verb == "capabilities") {
       fmt::print("CAPABILITY {}\nTLS {}\nCOMPRESS {}\n", fmt::join(conn.capabilities(), " "),
                  conn.encrypted() ? "yes" : "no", conn.compressed() ? "yes" : "no");
+    } else if (verb == "require") {
+      for (size_t i = 1; i < action.size(); ++i) conn.require_capability(action[i]);
+      fmt::print("HAS {}\n", fmt::join(action.begin() + 1, action.end(), " "));
     } else if (verb == "list") {
       std::vector<std::string> patterns(action.begin() + 1, action.end());
       for (const auto& m : conn.list(patterns))
