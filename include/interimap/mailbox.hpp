@@ -1,0 +1,323 @@
+// One IMAP mailbox on a Connection: SELECT/EXAMINE with QRESYNC (RFC 7162),
+// the state the server reports about it (UIDVALIDITY, UIDNEXT,
+// HIGHESTMODSEQ, flags, and the changes it announces while selected), and
+// the mailbox-level operations interimap and pullimap need: flag changes
+// since a mod-sequence, STORE, EXPUNGE, streamed FETCH of whole messages,
+// APPEND/MULTIAPPEND and SEARCH.
+//
+// Performance contract (DESIGN.md "Data flow and performance"):
+//  - independent commands are pipelined (STORE and EXPUNGE batches, APPEND
+//    batches, FETCH chunks) within a bounded window of bytes in flight, so
+//    neither side can block the other;
+//  - every UID set is split so that no command line exceeds 4096 bytes
+//    (Dovecot 2.3 misbehaves past about 4 KiB, as the reference notes);
+//  - fetch_messages() hands each message over as soon as its FETCH response
+//    is complete: memory is bounded by one message plus one read buffer,
+//    never by the mailbox.
+//
+// Errors (STYLE.md 10, 11): each message names the connection, the mailbox
+// and the command and quotes the server.  A NO or BAD is a CommandError
+// (the connection stays usable); a server breaking RFC 7162's contract is a
+// ProtocolError; a lost connection a NetworkError.  Calling an operation
+// that needs a selected mailbox on one that is not selected is an Error.
+// When an exception cuts an operation short (a callback's included), the
+// commands it left in flight are waited for, their answers discarded, at
+// the start of the next operation on the connection: servers may run
+// pipelined commands in parallel and interleave their responses (RFC 3501
+// 5.5; Dovecot does so with FETCH), so they must not overlap the next ones.
+//
+// Threading: like Connection, a Mailbox is used by one thread at a time,
+// together with its Connection.
+#pragma once
+
+#include <interimap/connection.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace interimap {
+
+// A set of UIDs (or sequence numbers) kept as sorted, disjoint, non-adjacent
+// inclusive ranges; IMAP's compact form is "1:5,7,9:12".  UIDs are 1 to
+// 4294967295 (RFC 3501 2.3.1.1); "*" is not representable: use
+// UidSet::range(n, 4294967295) for "n:*".
+class UidSet {
+ public:
+  using Range = std::pair<uint32_t, uint32_t>;  // first <= second
+
+  UidSet() = default;
+  // The set [first, last] (either order).  Throws std::invalid_argument for 0.
+  static UidSet range(uint32_t first, uint32_t last);
+  // Parses "1:5,7,9:12" (reversed ranges accepted).  Throws
+  // std::invalid_argument naming the text when malformed or empty.
+  static UidSet parse(std::string_view text);
+
+  // Insertions in ascending order are amortized O(1).  Throws
+  // std::invalid_argument for UID 0.
+  void insert(uint32_t uid) { insert(uid, uid); }
+  void insert(uint32_t first, uint32_t last);
+  void insert(const UidSet& other);
+  void erase(uint32_t uid);
+  // Removes every UID of other.
+  void erase(const UidSet& other);
+  bool contains(uint32_t uid) const;
+  bool empty() const { return ranges_.empty(); }
+  // Number of UIDs.
+  uint64_t size() const;
+  void clear() { ranges_.clear(); }
+  const std::vector<Range>& ranges() const { return ranges_; }
+  // Every UID in ascending order (materializes the set).
+  std::vector<uint32_t> to_vector() const;
+  // "1:5,7,9:12"; "" for the empty set.
+  std::string to_string() const;
+
+  friend bool operator==(const UidSet&, const UidSet&) = default;
+
+ private:
+  std::vector<Range> ranges_;
+};
+
+// RFC 7162 3.2.5: what the client remembers from its last session, sent as
+// SELECT mailbox (QRESYNC (uidvalidity modseq [known-uids] [seq-match])).
+struct QresyncParams {
+  uint32_t uidvalidity = 0;     // required, > 0
+  uint64_t highestmodseq = 0;   // required, > 0
+  // Optional: the UIDs the client knows (the reference sends 1:UIDNEXT-1);
+  // empty: omitted.  The server then reports VANISHED (EARLIER) only for those.
+  UidSet known_uids;
+  // Optional message sequence match data (RFC 7162 3.2.5.2): sequence
+  // numbers and the UIDs the client believes they have, pairwise in
+  // ascending order; both empty (omitted) or of the same size.
+  UidSet match_seqs;
+  UidSet match_uids;
+};
+
+// The flags of one message as a FETCH reported them.  Flag names are as the
+// server spelled them, \Recent removed (RFC 3501 2.3.2: session-only, never
+// stored nor sent back).
+struct MessageFlags {
+  uint32_t uid = 0;
+  uint64_t modseq = 0;  // 0 when the server sent no MODSEQ (no CONDSTORE)
+  // nullopt when the server announced a change (a MODSEQ) without the flags
+  // (RFC 7162 3.1.3 example 8, or a MODIFIED UID of store_flags()): fetch them.
+  std::optional<std::vector<std::string>> flags;
+};
+
+// Changes the server reported since select() or the previous take_changes().
+struct Changes {
+  // VANISHED and VANISHED (EARLIER) UIDs (RFC 7162 3.2.10).  They may
+  // include UIDs the caller never knew and UIDs >= its UIDNEXT.
+  UidSet vanished;
+  // Flag changes, ascending by UID, one per UID (the one with the highest
+  // MODSEQ), none for a vanished UID.  They may include UIDs >= the caller's
+  // UIDNEXT (new messages) and changes the caller already knows: filter by
+  // UID and MODSEQ as needed.
+  std::vector<MessageFlags> flags;
+  bool empty() const { return vanished.empty() && flags.empty(); }
+};
+
+// An address of an ENVELOPE (RFC 3501 7.4.2): NIL fields are nullopt.
+struct EnvelopeAddress {
+  std::optional<std::string> name, adl, mailbox, host;
+};
+
+// What fetch_messages() asks for besides UID, FLAGS, INTERNALDATE and
+// (with CONDSTORE) MODSEQ.
+struct FetchOptions {
+  bool body = true;       // BODY.PEEK[] (false for pullimap --no-delivery)
+  bool envelope = false;  // ENVELOPE (pullimap's sender)
+};
+
+// One message as fetch_messages() delivers it.
+struct Message {
+  uint32_t uid = 0;
+  std::vector<std::string> flags;  // \Recent removed
+  std::string internaldate;        // "17-Jul-1996 02:44:25 -0700" as sent
+  uint64_t modseq = 0;             // 0 without CONDSTORE
+  // The whole message (RFC 5322 bytes).  Empty for an empty message, a NIL
+  // body, or when FetchOptions::body is false: an empty message cannot be
+  // appended anywhere (RFC 3502 6.3.11), the caller skips it with a warning.
+  std::string body;
+  // With FetchOptions::envelope: the envelope's From and Sender.
+  std::vector<EnvelopeAddress> envelope_from, envelope_sender;
+};
+
+// One message for append().
+struct AppendMessage {
+  std::string body;                // non-empty (RFC 3502 6.3.11)
+  std::vector<std::string> flags;  // \Recent is dropped, as the reference does
+  std::string internaldate;        // "dd-Mon-yyyy hh:mm:ss +zzzz", or "" for none
+};
+
+// Batch bounds of append(): the reference's MULTIAPPEND batches of 128
+// messages or 1 MiB, whichever comes first (a larger message goes alone).
+struct AppendOptions {
+  size_t max_batch_messages = 128;           // >= 1
+  size_t max_batch_bytes = size_t{1} << 20;  // >= 1
+};
+
+enum class StoreMode {
+  Add,      // +FLAGS.SILENT
+  Remove,   // -FLAGS.SILENT
+  Replace,  // FLAGS.SILENT
+};
+
+class Mailbox {
+ public:
+  // A mailbox of an open connection; nothing is sent yet.  wire_name is the
+  // name as on the wire (modified UTF-7); "INBOX" in any case means INBOX.
+  // The connection must outlive the Mailbox.  Several Mailbox objects may
+  // exist per connection; at most one is selected at a time (selecting one
+  // deselects the others).  Mailbox takes over the connection's untagged
+  // handler (detail::imap::Client::set_untagged_handler) to record what the
+  // server announces; do not install another one while Mailboxes are in use.
+  Mailbox(Connection& connection, std::string wire_name);
+  ~Mailbox();
+  Mailbox(Mailbox&&) noexcept;
+  Mailbox& operator=(Mailbox&&) noexcept;
+  Mailbox(const Mailbox&) = delete;
+  Mailbox& operator=(const Mailbox&) = delete;
+
+  // ENABLE QRESYNC (RFC 5161, RFC 7162 3.2.3) once per connection; later
+  // calls return at once.  Throws ProtocolError when the server lacks
+  // ENABLE or QRESYNC, or does not list QRESYNC as ENABLED.  Use this
+  // rather than Connection::enable so that the Mailbox layer knows QRESYNC
+  // is on.
+  static void enable_qresync(Connection& connection);
+  // True once enable_qresync() succeeded on this connection.
+  static bool qresync_enabled(Connection& connection);
+
+  // SELECT (read-write) or EXAMINE (read-only) the mailbox.  With qresync,
+  // ENABLE QRESYNC first if needed and send the QRESYNC parameter; the
+  // VANISHED (EARLIER) UIDs and FETCH (UID FLAGS MODSEQ) changes that come
+  // with the answer (RFC 7162 3.2.5.1) are then available from
+  // take_changes().  A previously selected mailbox on the connection is
+  // closed implicitly; its last responses (up to [CLOSED], RFC 7162
+  // 3.2.11) still go to it.  Throws:
+  //  - CommandError for NO/BAD (the connection then has no mailbox selected);
+  //  - ProtocolError when UIDVALIDITY is missing, or when QRESYNC is enabled
+  //    and UIDNEXT or HIGHESTMODSEQ is missing or NOMODSEQ is sent;
+  //  - Error when qresync->uidvalidity differs from the server's
+  //    ("UIDVALIDITY changed"): the caller's UIDs are void.
+  void select(const std::optional<QresyncParams>& qresync = std::nullopt);
+  void examine(const std::optional<QresyncParams>& qresync = std::nullopt);
+  // UNSELECT (RFC 3691) when advertised; else CLOSE when read-only (which
+  // expunges nothing, RFC 3501 6.4.2); else the mailbox stays selected on
+  // the server until the next select() (CLOSE would expunge \Deleted
+  // messages), but this object no longer counts as selected.  Pending
+  // changes are dropped.
+  void close();
+
+  const std::string& name() const;   // the wire name
+  Connection& connection() const;
+  // True between a successful select()/examine() and close() or the
+  // selection of another mailbox on the connection.
+  bool selected() const;
+  // The server's values as of the last select() and what it announced
+  // since (each only grows, except exists()).
+  bool read_only() const;
+  uint32_t uidvalidity() const;              // 0 before select()
+  std::optional<uint32_t> uidnext() const;   // also raised by FETCHed UIDs and APPENDUID
+  std::optional<uint64_t> highestmodseq() const;  // also raised by FETCHed MODSEQs
+  uint32_t exists() const;
+  const std::vector<std::string>& flags() const;            // FLAGS
+  const std::vector<std::string>& permanent_flags() const;  // PERMANENTFLAGS (may hold "\*")
+
+  // Returns and forgets the changes recorded since select() or the last
+  // call: VANISHED UIDs and FETCH flag updates, solicited or not.
+  Changes take_changes();
+  // True if the server announced new messages (EXISTS grew) since select()
+  // or the last call; the flag is then cleared.
+  bool take_new_messages();
+
+  // RFC 7162 3.1.4, 3.2.6: UID FETCH uids (FLAGS MODSEQ) (CHANGEDSINCE
+  // since [VANISHED]) (VANISHED when QRESYNC is enabled), in chunks of at
+  // most 4096 bytes, pipelined; then returns take_changes(), so the result
+  // also holds what was pending.  Default uids: all (1:4294967295).
+  // Precondition: selected, the server has CONDSTORE.
+  Changes fetch_changes(uint64_t since_modseq, const UidSet& uids = UidSet::range(1, 4294967295u));
+
+  // UID FETCH uids (UID FLAGS [MODSEQ]) for full comparisons (--repair):
+  // the current flags of every existing message in uids, ascending by UID
+  // (flags always set).  The callback form hands each one over instead of
+  // collecting them.  Precondition: selected.
+  std::vector<MessageFlags> fetch_flags(const UidSet& uids);
+  void fetch_flags(const UidSet& uids, const std::function<void(MessageFlags&)>& callback);
+
+  // UID STORE uids [(UNCHANGEDSINCE n)] {+,-,}FLAGS.SILENT (flags), split
+  // into lines of at most 4096 bytes, pipelined.  Returns the UIDs the
+  // server refused because they changed after unchangedsince (RFC 7162
+  // 3.1.3 MODIFIED); they are also recorded as pending changes with
+  // unknown flags, for the next take_changes().  Untagged FETCH responses
+  // that only echo this store (flags unknown, or consistent with it) are
+  // not left as pending changes.  Precondition: selected read-write;
+  // unchangedsince needs CONDSTORE.
+  UidSet store_flags(const UidSet& uids, StoreMode mode, const std::vector<std::string>& flags,
+                     std::optional<uint64_t> unchangedsince = std::nullopt);
+
+  // UID STORE uids +FLAGS.SILENT (\Deleted) then UID EXPUNGE uids (RFC 4315
+  // UIDPLUS), per chunk of at most 4096 bytes, pipelined.  With QRESYNC,
+  // returns the UIDs the server did not report as VANISHED (the reference
+  // warns about those), and the expunged ones are not reported again by
+  // take_changes(); without QRESYNC returns an empty set (unknown).
+  // Precondition: selected read-write; the server has UIDPLUS
+  // (ProtocolError otherwise).
+  UidSet expunge(const UidSet& uids);
+
+  // UID FETCH uids (UID FLAGS INTERNALDATE [MODSEQ] [ENVELOPE] [BODY.PEEK[]]),
+  // chunks pipelined, calling callback once per message as soon as its
+  // FETCH response is complete: the body streams into one buffer per
+  // message, so memory is bounded by one message plus one read buffer,
+  // whatever the number of messages.  Messages come in the server's order
+  // (usually ascending UID); UIDs not in the mailbox are skipped.  The
+  // callback may move the body away.  It must not use this connection (it
+  // may use another one, e.g. to APPEND there).  If it throws, the
+  // exception propagates at once; the rest of that FETCH is discarded as
+  // later commands read past it, so the connection stays usable.  Flag
+  // updates that arrive meanwhile become pending changes.
+  // Precondition: selected.
+  void fetch_messages(const UidSet& uids, const std::function<void(Message&)>& callback,
+                      const FetchOptions& options = {});
+
+  // APPEND the messages to this mailbox (which need not be selected), in
+  // order: with MULTIAPPEND (RFC 3502) several per command, batched per
+  // AppendOptions; otherwise one APPEND per message, pipelined.  LITERAL+
+  // (RFC 7888) avoids a round trip per message; with LITERAL- only
+  // literals above 4096 bytes wait for the server.  Returns the new UIDs
+  // from APPENDUID (RFC 4315), one per message, in order.  on_batch, if
+  // set, is called after each batch the server confirmed with the index of
+  // its first message and its UIDs, so the caller can record them at once;
+  // it is called for confirmed batches even after another batch failed.
+  // Throws CommandError for a NO/BAD (code() "TRYCREATE" when the mailbox
+  // does not exist, RFC 3501 6.3.11), after the batches in flight are
+  // answered; ProtocolError without UIDPLUS or with a missing or
+  // inconsistent APPENDUID; Error (before sending) for an empty message.
+  using AppendedCallback = std::function<void(size_t first_index, const std::vector<uint32_t>& uids)>;
+  std::vector<uint32_t> append(const std::vector<AppendMessage>& messages, const AppendedCallback& on_batch = {},
+                               const AppendOptions& options = {});
+
+  // UID SEARCH [RETURN (ALL)] criteria: with ESEARCH (RFC 4731) the
+  // answer is a compact set, else a list of numbers.  criteria is IMAP
+  // search-key syntax, ASCII without literals, e.g. "UID 1:99 BEFORE
+  // 7-Feb-1994" (pullimap's purge; see imap_date()).  Precondition: selected.
+  UidSet search(std::string_view criteria);
+  // RFC 3501 date ("dd-Mon-yyyy", the day on two digits) of a time point, in UTC.
+  static std::string imap_date(std::chrono::system_clock::time_point when);
+
+ private:
+  struct State;
+  struct ConnectionState;
+  void open(bool examine, const std::optional<QresyncParams>& qresync);
+
+  Connection* connection_;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace interimap

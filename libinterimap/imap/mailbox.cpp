@@ -1,0 +1,1176 @@
+#include <interimap/error.hpp>
+#include <interimap/mailbox.hpp>
+
+#include "imap/client.hpp"
+#include "util/uidset.hpp"
+#include "util/utf7.hpp"
+
+#include <fmt/format.h>
+#include <strings.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <exception>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace interimap {
+
+using detail::imap::Client;
+using detail::imap::Command;
+using detail::imap::EsearchData;
+using detail::imap::ExistsData;
+using detail::imap::ExpungeData;
+using detail::imap::FetchData;
+using detail::imap::FlagsData;
+using detail::imap::LiteralSink;
+using detail::imap::RecentData;
+using detail::imap::Response;
+using detail::imap::ResponseCode;
+using detail::imap::SearchData;
+using detail::imap::StatusResponse;
+using detail::imap::VanishedData;
+
+namespace {
+
+// Dovecot 2.3 gets into trouble with command lines past about 4 KiB; the
+// reference splits UID sets at 4096 bytes (with_set).  We bound the whole
+// line, tag and CRLF included.
+constexpr size_t kMaxLine = 4096;
+// The tag and its space: "000123 " now, one digit more after a million commands.
+constexpr size_t kTagBudget = 12;
+// The longest single range, "4294967294:4294967295".
+constexpr size_t kMinSetBudget = 21;
+// Pipelining window for commands whose answers are small or streamed: at
+// most this many bytes of commands unanswered, so our writes always fit in
+// the socket buffers and neither side can block the other.
+constexpr size_t kWindowBytes = 64 * 1024;
+constexpr size_t kWindowCommands = 16;
+constexpr uint32_t kMaxUid = std::numeric_limits<uint32_t>::max();
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bool is_recent(std::string_view flag) { return iequals(flag, "\\Recent"); }
+
+std::vector<std::string> without_recent(std::vector<std::string> flags) {
+  flags.erase(std::remove_if(flags.begin(), flags.end(), [](const std::string& f) { return is_recent(f); }),
+              flags.end());
+  return flags;
+}
+
+bool has_flag(const std::vector<std::string>& flags, std::string_view flag) {
+  return std::any_of(flags.begin(), flags.end(), [&](const std::string& f) { return iequals(f, flag); });
+}
+
+// RFC 3501 9: flag = "\" atom / flag-keyword (an atom).  We refuse what
+// would break the command's syntax (SP, parentheses, quotes, braces, list
+// wildcards, CTL, 8-bit); "]" is let through, as some servers use it.
+void check_flag(std::string_view flag) {
+  std::string_view atom = flag.starts_with('\\') ? flag.substr(1) : flag;
+  bool ok = !atom.empty();
+  for (unsigned char c : atom)
+    if (c <= 0x20 || c >= 0x7f || std::strchr("(){%*\"\\", c) != nullptr) ok = false;
+  if (!ok) throw std::invalid_argument(fmt::format("invalid IMAP flag \"{}\"", flag));
+}
+
+std::string flag_list(const std::vector<std::string>& flags) {
+  for (const auto& f : flags) check_flag(f);
+  return fmt::format("({})", fmt::join(flags, " "));
+}
+
+const char* status_name(StatusResponse::Kind k) {
+  switch (k) {
+    case StatusResponse::Kind::Ok: return "OK";
+    case StatusResponse::Kind::No: return "NO";
+    case StatusResponse::Kind::Bad: return "BAD";
+    case StatusResponse::Kind::Bye: return "BYE";
+    case StatusResponse::Kind::Preauth: return "PREAUTH";
+  }
+  return "?";
+}
+
+size_t command_bytes(const Command& cmd) {
+  size_t n = 0;
+  for (const auto& c : cmd.chunks) n += c.size();
+  return n;
+}
+
+detail::UidSet to_detail(const UidSet& set) {
+  detail::UidSet out;
+  for (const auto& [first, last] : set.ranges()) out.insert(first, last);
+  return out;
+}
+
+UidSet from_detail(const detail::UidSet& set) {
+  UidSet out;
+  for (const auto& [first, last] : set.ranges()) out.insert(first, last);
+  return out;
+}
+
+// The UID set in pieces such that `fixed` bytes of command around each piece
+// (verb, items, modifiers) plus tag and CRLF stay within kMaxLine.  Only a
+// fixed part longer than about 4 KiB (hundreds of flags) can exceed it.
+std::vector<std::string> split_set(const UidSet& set, size_t fixed) {
+  const size_t overhead = kTagBudget + fixed + 2;
+  const size_t budget = overhead + kMinSetBudget <= kMaxLine ? kMaxLine - overhead : kMinSetBudget;
+  return to_detail(set).split(budget);
+}
+
+EnvelopeAddress to_public(const detail::imap::Address& a) { return EnvelopeAddress{a.name, a.adl, a.mailbox, a.host}; }
+
+std::vector<EnvelopeAddress> to_public(const std::vector<detail::imap::Address>& list) {
+  std::vector<EnvelopeAddress> out;
+  out.reserve(list.size());
+  for (const auto& a : list) out.push_back(to_public(a));
+  return out;
+}
+
+// Pipelined commands with a bounded window (STYLE.md 8, 9): a command is
+// sent once the unanswered ones leave room for it; answers are handed to
+// `done` in sending order.  After a failure nothing more should be sent
+// (failed()), the commands in flight are still answered, and finish()
+// rethrows the first exception `done` threw.  Any other exception (a lost
+// connection, a protocol error, a callback's exception from a handler)
+// propagates at once; the commands still unanswered are then left in
+// `abandoned`, for the next operation to wait for (their handlers only
+// hold shared state, so they stay safe to call).
+class Window {
+ public:
+  using Done = std::function<void(size_t index, StatusResponse& status)>;
+  Window(Client& client, std::vector<uint64_t>& abandoned, size_t max_bytes, size_t max_commands, Done done)
+      : client_(client),
+        abandoned_(abandoned),
+        max_bytes_(max_bytes),
+        max_commands_(max_commands),
+        done_(std::move(done)) {}
+  Window(const Window&) = delete;
+  Window& operator=(const Window&) = delete;
+  ~Window() {
+    for (const Item& item : queue_) abandoned_.push_back(item.id);
+  }
+
+  void send(Command cmd, Client::UntaggedHandler handler, size_t index) {
+    const size_t n = command_bytes(cmd);
+    while (!queue_.empty() && (bytes_ + n > max_bytes_ || queue_.size() >= max_commands_)) complete_oldest();
+    queue_.push_back({client_.send(std::move(cmd), std::move(handler)), n, index});
+    bytes_ += n;
+  }
+  bool failed() const { return error_ != nullptr; }
+  void finish() {
+    while (!queue_.empty()) complete_oldest();
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  struct Item {
+    uint64_t id;
+    size_t bytes;
+    size_t index;
+  };
+  void complete_oldest() {
+    const Item item = queue_.front();
+    StatusResponse st = client_.wait(item.id, true);  // may throw: the item stays queued
+    queue_.pop_front();
+    bytes_ -= item.bytes;
+    try {
+      done_(item.index, st);
+    } catch (...) {
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+
+  Client& client_;
+  std::vector<uint64_t>& abandoned_;
+  size_t max_bytes_, max_commands_;
+  Done done_;
+  std::deque<Item> queue_;
+  size_t bytes_ = 0;
+  std::exception_ptr error_;
+};
+
+// FETCH bodies stream here instead of into the framed response: one buffer
+// per message, queued in arrival order (several may be framed by one read
+// before they are dispatched) and taken, in the same order, by whichever
+// handler gets the FETCH response: every response with a streamed body
+// takes exactly one.  One queue per connection, so that the FETCH of an
+// abandoned fetch_messages() and the next one cannot mix bodies up.
+// Memory: the messages of one read buffer plus the one in progress.
+class BodyQueue final : public LiteralSink {
+ public:
+  void begin(uint64_t size) override {
+    bodies_.emplace_back();
+    // A bogus size must not make us allocate it up front.
+    bodies_.back().reserve(static_cast<size_t>(std::min<uint64_t>(size, 64u << 20)));
+  }
+  void data(std::string_view chunk) override { bodies_.back().append(chunk); }
+  void end() override {}
+  // The oldest body; nullopt if none is queued (a bug: the framer and the
+  // dispatcher disagree).
+  std::optional<std::string> take() {
+    if (bodies_.empty()) return std::nullopt;
+    std::string body = std::move(bodies_.front());
+    bodies_.pop_front();
+    return body;
+  }
+
+ private:
+  std::deque<std::string> bodies_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// UidSet
+
+UidSet UidSet::range(uint32_t first, uint32_t last) {
+  UidSet s;
+  s.insert(first, last);
+  return s;
+}
+
+UidSet UidSet::parse(std::string_view text) { return from_detail(detail::UidSet::parse(text)); }
+
+void UidSet::insert(uint32_t first, uint32_t last) {
+  if (first > last) std::swap(first, last);
+  // RFC 3501 2.3.1.1: UIDs start at 1.
+  if (first == 0) throw std::invalid_argument("UID 0 is not a valid UID");
+  // Fast path: at or after the end (ascending insertion).
+  if (ranges_.empty() || uint64_t{first} > uint64_t{ranges_.back().second} + 1) {
+    ranges_.emplace_back(first, last);
+    return;
+  }
+  if (first >= ranges_.back().first) {
+    ranges_.back().second = std::max(ranges_.back().second, last);
+    return;
+  }
+  // The first range that ends at or after first - 1 (it may touch or overlap).
+  auto lo = std::lower_bound(ranges_.begin(), ranges_.end(), first,
+                             [](const Range& r, uint32_t v) { return uint64_t{r.second} + 1 < v; });
+  auto hi = lo;
+  while (hi != ranges_.end() && uint64_t{hi->first} <= uint64_t{last} + 1) ++hi;
+  if (lo == hi) {
+    ranges_.insert(lo, Range{first, last});
+    return;
+  }
+  *lo = Range{std::min(first, lo->first), std::max(last, std::prev(hi)->second)};
+  ranges_.erase(std::next(lo), hi);
+}
+
+void UidSet::insert(const UidSet& other) {
+  if (ranges_.empty()) {
+    ranges_ = other.ranges_;
+    return;
+  }
+  for (const auto& [first, last] : other.ranges_) insert(first, last);
+}
+
+void UidSet::erase(uint32_t uid) {
+  UidSet one;
+  one.insert(uid);
+  erase(one);
+}
+
+void UidSet::erase(const UidSet& other) {
+  if (ranges_.empty() || other.ranges_.empty()) return;
+  // Merge walk over both sorted lists: linear.
+  std::vector<Range> out;
+  out.reserve(ranges_.size() + other.ranges_.size());
+  auto o = other.ranges_.begin();
+  for (Range r : ranges_) {
+    uint64_t first = r.first;
+    const uint64_t last = r.second;
+    while (o != other.ranges_.end() && o->second < first) ++o;
+    auto p = o;
+    while (first <= last && p != other.ranges_.end() && p->first <= last) {
+      if (p->first > first) out.emplace_back(static_cast<uint32_t>(first), p->first - 1);
+      first = uint64_t{p->second} + 1;
+      if (p->second > last) break;
+      ++p;
+    }
+    if (first <= last) out.emplace_back(static_cast<uint32_t>(first), static_cast<uint32_t>(last));
+  }
+  ranges_ = std::move(out);
+}
+
+bool UidSet::contains(uint32_t uid) const {
+  auto it = std::lower_bound(ranges_.begin(), ranges_.end(), uid,
+                             [](const Range& r, uint32_t v) { return r.second < v; });
+  return it != ranges_.end() && it->first <= uid;
+}
+
+uint64_t UidSet::size() const {
+  uint64_t n = 0;
+  for (const auto& [first, last] : ranges_) n += uint64_t{last} - first + 1;
+  return n;
+}
+
+std::vector<uint32_t> UidSet::to_vector() const {
+  std::vector<uint32_t> out;
+  out.reserve(static_cast<size_t>(size()));
+  for (const auto& [first, last] : ranges_)
+    for (uint64_t uid = first; uid <= last; ++uid) out.push_back(static_cast<uint32_t>(uid));
+  return out;
+}
+
+std::string UidSet::to_string() const { return to_detail(*this).to_string(); }
+
+// ---------------------------------------------------------------------------
+// Per-connection state
+
+// What the Mailbox layer knows about one connection: whether QRESYNC is
+// enabled, and which mailbox is selected (RFC 3501 allows one at a time).
+// It is owned by the untagged handler it installs on the Client, so it dies
+// with the Client; the registry only holds weak references, and a token
+// owned by the handler alone tells whether the handler is still installed,
+// so a Client reallocated at the same address, or one whose handler was
+// replaced, starts afresh.
+struct Mailbox::ConnectionState {
+  bool qresync = false;
+  // Whether the server has a mailbox selected (ours or not): the next
+  // SELECT then closes it with [CLOSED] (RFC 7162 3.2.11).
+  bool server_selected = false;
+  // The Mailbox state the server's mailbox-related responses go to.
+  std::weak_ptr<State> selected;
+  std::weak_ptr<const int> handler_alive;
+  BodyQueue bodies;
+  // Commands an operation left unanswered when an exception cut it short.
+  // Servers may run pipelined commands in parallel and interleave their
+  // untagged responses (RFC 3501 5.5; Dovecot does so with FETCH), so the
+  // next operation first waits for these: an abandoned FETCH must not
+  // swallow the next one's responses.
+  std::vector<uint64_t> abandoned;
+
+  static std::shared_ptr<ConnectionState> of(Client& client);
+};
+
+// One mailbox's view of the server: what SELECT reported, raised by what
+// arrives later, and the changes not yet taken (the reference's _VANISHED
+// and _MODIFIED).
+struct Mailbox::State {
+  struct Change {
+    uint64_t modseq = 0;
+    std::optional<std::vector<std::string>> flags;
+  };
+
+  Client* client = nullptr;
+  std::shared_ptr<ConnectionState> conn;
+  std::string wire;
+  std::string display;  // UTF-8 for messages
+
+  bool selected = false;
+  bool selecting = false;  // between SELECT's sending and its tagged answer
+  bool read_only = false;
+  uint32_t uidvalidity = 0;
+  std::optional<uint32_t> uidnext;
+  std::optional<uint64_t> highestmodseq;
+  bool nomodseq = false;
+  uint32_t exists = 0;
+  bool new_messages = false;
+  std::vector<std::string> flags, permanent_flags;
+  UidSet vanished;
+  std::map<uint32_t, Change> modified;
+
+  std::string where() const { return fmt::format("{}: {}", client->name(), display); }
+
+  // Waits for the commands an earlier operation abandoned (see
+  // ConnectionState::abandoned); every operation starts with it.
+  void settle() {
+    auto& pending = conn->abandoned;
+    if (!client->is_open()) pending.clear();
+    while (!pending.empty()) {
+      const uint64_t id = pending.front();
+      client->wait(id, true);  // NO/BAD is for the abandoned operation, not ours
+      pending.erase(pending.begin());
+    }
+  }
+
+  // One command; left in `abandoned` if an exception cuts the wait short.
+  StatusResponse run(Command cmd, Client::UntaggedHandler handler = {}) {
+    const uint64_t id = client->send(std::move(cmd), std::move(handler));
+    try {
+      return client->wait(id, true);
+    } catch (...) {
+      conn->abandoned.push_back(id);
+      throw;
+    }
+  }
+
+  void reset() {
+    uidvalidity = 0;
+    uidnext.reset();
+    highestmodseq.reset();
+    nomodseq = false;
+    exists = 0;
+    new_messages = false;
+    flags.clear();
+    permanent_flags.clear();
+    vanished.clear();
+    modified.clear();
+  }
+
+  void raise_uidnext(uint32_t uid) {
+    // The actual UIDNEXT is at least uid + 1 (the reference does the same).
+    const uint32_t next = uid == kMaxUid ? kMaxUid : uid + 1;
+    if (!uidnext || *uidnext < next) uidnext = next;
+  }
+  void raise_modseq(uint64_t modseq) {
+    if (!highestmodseq || *highestmodseq < modseq) highestmodseq = modseq;
+  }
+
+  void require_selected(std::string_view operation) const {
+    if (!selected)
+      throw Error(fmt::format("{}: {}: mailbox not selected (select() it first, or it was deselected by "
+                              "another selection on the connection)",
+                              where(), operation));
+  }
+  void require_writable(std::string_view operation) const {
+    require_selected(operation);
+    if (read_only) throw Error(fmt::format("{}: {}: mailbox is selected read-only", where(), operation));
+  }
+
+  [[noreturn]] void command_failed(std::string_view command, std::string_view what, const StatusResponse& st) const {
+    const std::string code = st.code.kind == ResponseCode::Kind::None ? "" : "[" + st.code.name + "] ";
+    throw CommandError(
+        fmt::format("{}: {} failed: {} {}{}", where(), what, status_name(st.kind), code, st.text),
+        std::string(command), status_name(st.kind), st.code.name, st.text);
+  }
+
+  // A response code, untagged or on a tagged OK.  Returns whether it
+  // concerns the mailbox.
+  bool process_code(const ResponseCode& code) {
+    switch (code.kind) {
+      case ResponseCode::Kind::UidValidity: {
+        const auto v = static_cast<uint32_t>(code.number);
+        if (!selecting && uidvalidity != 0 && v != uidvalidity)
+          throw Error(fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", where(),
+                                  uidvalidity, v));
+        uidvalidity = v;
+        return true;
+      }
+      case ResponseCode::Kind::UidNext:
+        // RFC 3501 7.1: during SELECT it is the value; later only a raise.
+        if (selecting || !uidnext || *uidnext < code.number) uidnext = static_cast<uint32_t>(code.number);
+        return true;
+      case ResponseCode::Kind::HighestModSeq:
+        if (selecting)
+          highestmodseq = code.number;
+        else
+          raise_modseq(code.number);
+        return true;
+      case ResponseCode::Kind::NoModSeq:
+        nomodseq = true;  // RFC 7162 3.1.2.2
+        return true;
+      case ResponseCode::Kind::PermanentFlags:
+        permanent_flags = code.list;
+        return true;
+      case ResponseCode::Kind::ReadOnly:
+        read_only = true;
+        return true;
+      case ResponseCode::Kind::ReadWrite:
+        read_only = false;
+        return true;
+      default:
+        return code.kind == ResponseCode::Kind::Other && code.name == "UNSEEN";
+    }
+  }
+
+  // A FETCH response: raises UIDNEXT and HIGHESTMODSEQ; a flag update
+  // (no body, no envelope) becomes a pending change.
+  void record_fetch(const FetchData& f, bool record_change) {
+    if (f.modseq) raise_modseq(*f.modseq);
+    if (!f.uid) return;  // RFC 7162 3.2.4: without UID it cannot be tied to a message
+    raise_uidnext(*f.uid);
+    if (!record_change || f.body || f.body_streamed || f.envelope || (!f.flags && !f.modseq)) return;
+    Change c{f.modseq.value_or(0), f.flags ? std::optional(without_recent(*f.flags)) : std::nullopt};
+    // Keep the latest: a higher MODSEQ wins; at the same MODSEQ, known flags
+    // replace unknown ones (the reference's rule).
+    auto [it, fresh] = modified.try_emplace(*f.uid, c);
+    if (!fresh && (c.modseq > it->second.modseq || (c.modseq == it->second.modseq && c.flags)))
+      it->second = std::move(c);
+  }
+
+  // An untagged response while this mailbox is (being) selected.  Returns
+  // whether it concerned the mailbox.
+  bool process(const Response& r) {
+    if (const auto* st = std::get_if<StatusResponse>(&r.data)) {
+      if (st->kind == StatusResponse::Kind::Bye || st->kind == StatusResponse::Kind::Preauth) return false;
+      if (st->code.kind == ResponseCode::Kind::Closed) {
+        // RFC 7162 3.2.11: a SELECT/EXAMINE not made through this object
+        // (e.g. Connection::fetch_body) closed the mailbox.
+        deselect();
+        return true;
+      }
+      return process_code(st->code);
+    }
+    if (const auto* f = std::get_if<FlagsData>(&r.data)) {
+      flags = f->flags;
+      return true;
+    }
+    if (const auto* e = std::get_if<ExistsData>(&r.data)) {
+      // RFC 3501 7.3.1: outside SELECT a larger EXISTS announces new messages.
+      if (!selecting && e->count > exists) new_messages = true;
+      exists = e->count;
+      return true;
+    }
+    if (std::holds_alternative<RecentData>(r.data)) return true;
+    if (std::holds_alternative<ExpungeData>(r.data)) {
+      // RFC 7162 3.2.10: once QRESYNC is enabled the server MUST send
+      // VANISHED instead of EXPUNGE; sequence numbers alone cannot tell us
+      // which UID went (we keep no sequence-to-UID map).
+      if (conn->qresync)
+        throw ProtocolError(fmt::format("{}: server sent EXPUNGE while QRESYNC is enabled, violating RFC 7162 "
+                                        "3.2.10 (VANISHED expected)",
+                                        where()));
+      if (exists > 0) --exists;
+      return true;
+    }
+    if (const auto* v = std::get_if<VanishedData>(&r.data)) {
+      for (const auto& [first, last] : v->uids.ranges()) {
+        vanished.insert(first, last);
+        raise_uidnext(last);
+      }
+      // RFC 7162 3.2.10: VANISHED without (EARLIER) is like EXPUNGE, and
+      // EXISTS need not follow.
+      if (!v->earlier) exists -= static_cast<uint32_t>(std::min<uint64_t>(v->uids.size(), exists));
+      return true;
+    }
+    if (const auto* f = std::get_if<FetchData>(&r.data)) {
+      if (f->body_streamed) take_body();  // not ours to deliver, but keep the queue in step
+      record_fetch(*f, true);
+      return true;
+    }
+    return false;
+  }
+
+  std::string take_body() {
+    auto body = conn->bodies.take();
+    if (!body) throw ProtocolError(fmt::format("{}: internal error: FETCH body streamed but not queued", where()));
+    return std::move(*body);
+  }
+
+  void deselect() {
+    selected = false;
+    if (conn->selected.lock().get() == this) conn->selected.reset();
+  }
+
+  Changes take_changes() {
+    Changes c;
+    c.flags.reserve(modified.size());
+    for (auto& [uid, change] : modified)
+      if (!vanished.contains(uid)) c.flags.push_back(MessageFlags{uid, change.modseq, std::move(change.flags)});
+    c.vanished = std::move(vanished);
+    vanished.clear();
+    modified.clear();
+    return c;
+  }
+};
+
+std::shared_ptr<Mailbox::ConnectionState> Mailbox::ConnectionState::of(Client& client) {
+  static std::mutex mutex;
+  static std::unordered_map<const Client*, std::weak_ptr<ConnectionState>> registry;
+  std::lock_guard lock(mutex);
+  if (auto it = registry.find(&client); it != registry.end())
+    if (auto cs = it->second.lock(); cs && !cs->handler_alive.expired()) return cs;
+  std::erase_if(registry, [](const auto& kv) { return kv.second.expired(); });
+  auto cs = std::make_shared<ConnectionState>();
+  auto token = std::make_shared<const int>(0);
+  cs->handler_alive = token;
+  registry[&client] = cs;
+  // Responses no command claimed go to the selected mailbox (STYLE.md 7).
+  client.set_untagged_handler([cs, token](const Response& r) {
+    if (auto st = cs->selected.lock()) return st->process(r);
+    return false;
+  });
+  return cs;
+}
+
+// ---------------------------------------------------------------------------
+// Mailbox
+
+Mailbox::Mailbox(Connection& connection, std::string wire_name)
+    : connection_(&connection), state_(std::make_shared<State>()) {
+  state_->client = &connection.client();
+  state_->conn = ConnectionState::of(connection.client());
+  if (iequals(wire_name, "INBOX")) wire_name = "INBOX";  // RFC 3501 5.1: case-insensitive
+  try {
+    state_->display = detail::mutf7_to_utf8(wire_name);
+  } catch (const std::invalid_argument&) {
+    state_->display = wire_name;
+  }
+  state_->wire = std::move(wire_name);
+}
+
+Mailbox::~Mailbox() {
+  // No I/O here.  The server may keep the mailbox selected (the next
+  // SELECT still expects its [CLOSED]); what it sends about it is dropped.
+  if (state_ && state_->selected) state_->deselect();
+}
+
+Mailbox::Mailbox(Mailbox&&) noexcept = default;
+Mailbox& Mailbox::operator=(Mailbox&& other) noexcept {
+  if (this != &other) {
+    if (state_ && state_->selected) state_->deselect();
+    connection_ = other.connection_;
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+const std::string& Mailbox::name() const { return state_->wire; }
+Connection& Mailbox::connection() const { return *connection_; }
+bool Mailbox::selected() const { return state_->selected; }
+bool Mailbox::read_only() const { return state_->read_only; }
+uint32_t Mailbox::uidvalidity() const { return state_->uidvalidity; }
+std::optional<uint32_t> Mailbox::uidnext() const { return state_->uidnext; }
+std::optional<uint64_t> Mailbox::highestmodseq() const { return state_->highestmodseq; }
+uint32_t Mailbox::exists() const { return state_->exists; }
+const std::vector<std::string>& Mailbox::flags() const { return state_->flags; }
+const std::vector<std::string>& Mailbox::permanent_flags() const { return state_->permanent_flags; }
+Changes Mailbox::take_changes() { return state_->take_changes(); }
+bool Mailbox::take_new_messages() { return std::exchange(state_->new_messages, false); }
+
+void Mailbox::enable_qresync(Connection& connection) {
+  auto cs = ConnectionState::of(connection.client());
+  if (cs->qresync) return;
+  // RFC 7162 3.2.3: QRESYNC must be enabled before it is used; ENABLE
+  // (RFC 5161) needs the capability, as QRESYNC itself does.
+  connection.require_capability("ENABLE");
+  connection.require_capability("QRESYNC");
+  const auto enabled = connection.enable({"QRESYNC"});
+  if (!has_flag(enabled, "QRESYNC"))
+    throw ProtocolError(fmt::format("{}: ENABLE QRESYNC: the server did not enable QRESYNC (ENABLED {})",
+                                    connection.name(), fmt::join(enabled, " ")));
+  cs->qresync = true;
+}
+
+bool Mailbox::qresync_enabled(Connection& connection) { return ConnectionState::of(connection.client())->qresync; }
+
+void Mailbox::select(const std::optional<QresyncParams>& qresync) { open(false, qresync); }
+void Mailbox::examine(const std::optional<QresyncParams>& qresync) { open(true, qresync); }
+
+void Mailbox::open(bool examine, const std::optional<QresyncParams>& qresync) {
+  State& st = *state_;
+  st.settle();
+  Client& client = *st.client;
+  const char* verb = examine ? "EXAMINE" : "SELECT";
+  auto cmd = client.command(verb).mailbox(st.wire);
+  if (qresync) {
+    const QresyncParams& q = *qresync;
+    if (q.uidvalidity == 0 || q.highestmodseq == 0)
+      throw std::invalid_argument(fmt::format("{}: QRESYNC parameters need a UIDVALIDITY and a HIGHESTMODSEQ > 0",
+                                              st.where()));
+    if (q.match_seqs.size() != q.match_uids.size())
+      throw std::invalid_argument(fmt::format("{}: QRESYNC sequence match data of different sizes ({} vs {})",
+                                              st.where(), q.match_seqs.size(), q.match_uids.size()));
+    enable_qresync(*connection_);
+    // RFC 7162 3.2.5: (QRESYNC (uidvalidity modseq [known-uids] [(seqs uids)]))
+    std::string param = fmt::format("(QRESYNC ({} {}", q.uidvalidity, q.highestmodseq);
+    if (!q.known_uids.empty()) param += " " + q.known_uids.to_string();
+    if (!q.match_seqs.empty()) param += fmt::format(" ({} {})", q.match_seqs.to_string(), q.match_uids.to_string());
+    param += "))";
+    cmd.raw(param);
+  }
+
+  // RFC 7162 3.2.11: with CONDSTORE or QRESYNC, selecting while another
+  // mailbox is selected closes it with an untagged OK [CLOSED]; what comes
+  // before belongs to the old mailbox, what follows to the new one.  Should
+  // no [CLOSED] come, the responses seen before the tagged answer are
+  // replayed into the new mailbox's state.
+  struct Op {
+    std::shared_ptr<State> previous;  // may be gone, or this very mailbox
+    bool before_closed = false;
+    std::vector<Response> early;
+  };
+  auto op = std::make_shared<Op>();
+  op->previous = st.conn->selected.lock();
+  op->before_closed =
+      st.conn->server_selected && (client.has_capability("CONDSTORE") || client.has_capability("QRESYNC"));
+  if (op->previous && op->previous.get() != &st) op->previous->selected = false;
+  if (!op->before_closed) st.reset();
+  st.selected = false;
+  st.selecting = true;
+  st.read_only = examine;
+  st.conn->selected = state_;
+
+  auto handler = [op, self = state_](const Response& r) -> bool {
+    if (const auto* s = std::get_if<StatusResponse>(&r.data);
+        s != nullptr && s->code.kind == ResponseCode::Kind::Closed) {
+      if (op->before_closed) {
+        op->before_closed = false;
+        op->early.clear();
+        self->reset();  // the reference wipes pending changes here too
+      }
+      return true;  // a stray [CLOSED] (e.g. after another client's EXAMINE) is not ours
+    }
+    if (op->before_closed) {
+      op->early.push_back(r);
+      if (op->previous) op->previous->process(r);
+      return true;
+    }
+    return self->process(r);
+  };
+  StatusResponse status;
+  try {
+    status = st.run(cmd.build(), handler);
+  } catch (...) {
+    st.selecting = false;
+    st.deselect();
+    throw;
+  }
+  if (op->before_closed) {
+    op->before_closed = false;
+    st.reset();
+    for (const auto& r : op->early) st.process(r);
+    op->early.clear();
+  }
+  st.selecting = false;
+  // RFC 3501 6.3.1: a failed SELECT leaves no mailbox selected.
+  st.conn->server_selected = status.kind == StatusResponse::Kind::Ok;
+  if (status.kind != StatusResponse::Kind::Ok) {
+    st.deselect();
+    st.command_failed(verb, verb, status);
+  }
+  st.process_code(status.code);  // [READ-WRITE] / [READ-ONLY] (RFC 3501 7.1)
+
+  // RFC 3501 6.3.1 requires UIDVALIDITY; RFC 7162 3.1.2.1 and 3.2.5 require
+  // UIDNEXT and HIGHESTMODSEQ (no NOMODSEQ) from a QRESYNC server.
+  auto broken = [&](std::string_view what) {
+    st.deselect();
+    throw ProtocolError(fmt::format("{}: {}: {}", st.where(), verb, what));
+  };
+  if (st.uidvalidity == 0) broken("the server sent no UIDVALIDITY (RFC 3501 6.3.1)");
+  if (st.conn->qresync) {
+    if (st.nomodseq)
+      broken("the server sent NOMODSEQ although QRESYNC is enabled: the mailbox does not support "
+             "mod-sequences (RFC 7162 3.1.2.2)");
+    if (!st.uidnext) broken("the server sent no UIDNEXT although QRESYNC is enabled (RFC 3501 6.3.1)");
+    if (!st.highestmodseq) broken("the server sent no HIGHESTMODSEQ although QRESYNC is enabled (RFC 7162 3.1.2.1)");
+  }
+  if (qresync && qresync->uidvalidity != st.uidvalidity) {
+    st.deselect();
+    throw Error(fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", st.where(),
+                            qresync->uidvalidity, st.uidvalidity));
+  }
+  st.selected = true;
+}
+
+void Mailbox::close() {
+  State& st = *state_;
+  st.settle();
+  if (!st.selected) return;
+  Client& client = *st.client;
+  st.vanished.clear();
+  st.modified.clear();
+  if (client.has_capability("UNSELECT")) {
+    // RFC 3691: back to the authenticated state without expunging.
+    const auto status = st.run(client.command("UNSELECT").build());
+    st.deselect();
+    st.conn->server_selected = false;
+    if (status.kind != StatusResponse::Kind::Ok) st.command_failed("UNSELECT", "UNSELECT", status);
+  } else if (st.read_only) {
+    // RFC 3501 6.4.2: CLOSE on a read-only mailbox removes nothing.
+    const auto status = st.run(client.command("CLOSE").build());
+    st.deselect();
+    st.conn->server_selected = false;
+    if (status.kind != StatusResponse::Kind::Ok) st.command_failed("CLOSE", "CLOSE", status);
+  } else {
+    // CLOSE would expunge \Deleted messages: leave the server's selection
+    // until the next SELECT (its responses still reach this state), but
+    // stop counting this object as selected.
+    st.selected = false;
+  }
+}
+
+Changes Mailbox::fetch_changes(uint64_t since_modseq, const UidSet& uids) {
+  State& st = *state_;
+  st.settle();
+  st.require_selected("UID FETCH (CHANGEDSINCE)");
+  Client& client = *st.client;
+  client.require_capability("CONDSTORE");
+  // RFC 7162 3.1.4 CHANGEDSINCE; 3.2.6 VANISHED, only with QRESYNC enabled.
+  const std::string modifier =
+      fmt::format("(CHANGEDSINCE {}{})", since_modseq, st.conn->qresync ? " VANISHED" : "");
+  const std::string items = "(FLAGS MODSEQ)";
+  Window window(client, st.conn->abandoned, kWindowBytes, kWindowCommands, [&](size_t, StatusResponse& status) {
+    if (status.kind != StatusResponse::Kind::Ok) st.command_failed("UID FETCH", "UID FETCH (CHANGEDSINCE)", status);
+    st.process_code(status.code);
+  });
+  // The answers (VANISHED (EARLIER), FETCH) reach the state through the
+  // connection's untagged handler, like unsolicited ones.
+  for (const auto& set : split_set(uids, std::string_view("UID FETCH  ").size() + items.size() + 1 + modifier.size())) {
+    if (window.failed()) break;
+    window.send(client.command("UID FETCH").raw(set).raw(items).raw(modifier).build(), {}, 0);
+  }
+  window.finish();
+  return st.take_changes();
+}
+
+void Mailbox::fetch_flags(const UidSet& uids, const std::function<void(MessageFlags&)>& callback) {
+  State& st = *state_;
+  st.settle();
+  st.require_selected("UID FETCH (FLAGS)");
+  Client& client = *st.client;
+  const std::string items = client.has_capability("CONDSTORE") ? "(UID FLAGS MODSEQ)" : "(UID FLAGS)";
+  struct Op {
+    UidSet wanted;
+    const std::function<void(MessageFlags&)>* callback = nullptr;  // null once fetch_flags returned
+  };
+  auto op = std::make_shared<Op>();
+  op->wanted = uids;
+  op->callback = &callback;
+  struct Detach {
+    Op& op;
+    ~Detach() { op.callback = nullptr; }
+  } detach{*op};
+
+  auto handler = [op, self = state_](const Response& r) -> bool {
+    const auto* f = std::get_if<FetchData>(&r.data);
+    if (f == nullptr || !f->uid || !f->flags || f->body || f->body_streamed || !op->wanted.contains(*f->uid))
+      return false;
+    self->record_fetch(*f, false);
+    if (op->callback == nullptr) return true;  // abandoned after an exception
+    MessageFlags m{*f->uid, f->modseq.value_or(0), without_recent(*f->flags)};
+    (*op->callback)(m);
+    return true;
+  };
+  Window window(client, st.conn->abandoned, kWindowBytes, kWindowCommands, [&](size_t, StatusResponse& status) {
+    if (status.kind != StatusResponse::Kind::Ok) st.command_failed("UID FETCH", "UID FETCH (FLAGS)", status);
+    st.process_code(status.code);
+  });
+  for (const auto& set : split_set(uids, std::string_view("UID FETCH  ").size() + items.size())) {
+    if (window.failed()) break;
+    window.send(client.command("UID FETCH").raw(set).raw(items).build(), handler, 0);
+  }
+  window.finish();
+}
+
+std::vector<MessageFlags> Mailbox::fetch_flags(const UidSet& uids) {
+  std::vector<MessageFlags> out;
+  fetch_flags(uids, [&](MessageFlags& m) { out.push_back(std::move(m)); });
+  // Ascending by UID, one per UID: the last one seen (an unsolicited update
+  // may follow the solicited answer).
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.uid < b.uid; });
+  std::vector<MessageFlags> unique;
+  unique.reserve(out.size());
+  for (auto& m : out) {
+    if (!unique.empty() && unique.back().uid == m.uid)
+      unique.back() = std::move(m);
+    else
+      unique.push_back(std::move(m));
+  }
+  return unique;
+}
+
+UidSet Mailbox::store_flags(const UidSet& uids, StoreMode mode, const std::vector<std::string>& flags,
+                            std::optional<uint64_t> unchangedsince) {
+  State& st = *state_;
+  st.settle();
+  st.require_writable("UID STORE");
+  Client& client = *st.client;
+  if (uids.empty()) return {};
+  if (unchangedsince) client.require_capability("CONDSTORE");
+  const char* item = mode == StoreMode::Add ? "+FLAGS.SILENT" : mode == StoreMode::Remove ? "-FLAGS.SILENT" : "FLAGS.SILENT";
+  // RFC 7162 3.1.3: UID STORE set (UNCHANGEDSINCE n) item (flags)
+  const std::string modifier = unchangedsince ? fmt::format("(UNCHANGEDSINCE {})", *unchangedsince) : "";
+  const std::string list = flag_list(flags);
+  const size_t fixed = std::string_view("UID STORE ").size() + (modifier.empty() ? 0 : modifier.size() + 1) + 1 +
+                       std::strlen(item) + 1 + list.size();
+
+  UidSet refused;
+  Window window(client, st.conn->abandoned, kWindowBytes, kWindowCommands, [&](size_t, StatusResponse& status) {
+    // RFC 7162 3.1.3: [MODIFIED set] lists the UIDs that failed the
+    // UNCHANGEDSINCE test; the others were stored.
+    if (status.code.kind == ResponseCode::Kind::Other && status.code.name == "MODIFIED") {
+      try {
+        refused.insert(UidSet::parse(status.code.raw));
+      } catch (const std::invalid_argument& e) {
+        throw ProtocolError(fmt::format("{}: UID STORE: malformed MODIFIED response code: {}", st.where(), e.what()));
+      }
+      if (status.kind == StatusResponse::Kind::No) return;
+    }
+    if (status.kind != StatusResponse::Kind::Ok) st.command_failed("UID STORE", "UID STORE", status);
+    st.process_code(status.code);
+  });
+  for (const auto& set : split_set(uids, fixed)) {
+    if (window.failed()) break;
+    auto cmd = client.command("UID STORE").raw(set);
+    if (!modifier.empty()) cmd.raw(modifier);
+    window.send(cmd.raw(item).raw(list).build(), {}, 0);
+  }
+  window.finish();
+
+  // The FETCH responses that echo our own store (with CONDSTORE the server
+  // sends them even for .SILENT, RFC 7162 3.1.3) are not changes for the
+  // caller: drop them when their flags are unknown or agree with the store
+  // (the reference's push_flag_updates does the same).  Refused UIDs are
+  // pending with unknown flags so that the caller fetches them again.
+  for (auto it = st.modified.begin(); it != st.modified.end();) {
+    const uint32_t uid = it->first;
+    const auto& known = it->second.flags;
+    bool echo = false;
+    if (uids.contains(uid) && !refused.contains(uid)) {
+      if (!known) {
+        echo = true;
+      } else if (mode == StoreMode::Add) {
+        echo = std::all_of(flags.begin(), flags.end(), [&](const std::string& f) { return has_flag(*known, f); });
+      } else if (mode == StoreMode::Remove) {
+        echo = std::none_of(flags.begin(), flags.end(), [&](const std::string& f) { return has_flag(*known, f); });
+      } else {
+        const auto wanted = without_recent(flags);
+        echo = known->size() == wanted.size() &&
+               std::all_of(wanted.begin(), wanted.end(), [&](const std::string& f) { return has_flag(*known, f); });
+      }
+    }
+    it = echo ? st.modified.erase(it) : std::next(it);
+  }
+  for (const auto& [first, last] : refused.ranges())
+    for (uint64_t uid = first; uid <= last; ++uid) st.modified.try_emplace(static_cast<uint32_t>(uid));
+  return refused;
+}
+
+UidSet Mailbox::expunge(const UidSet& uids) {
+  State& st = *state_;
+  st.settle();
+  st.require_writable("UID EXPUNGE");
+  Client& client = *st.client;
+  // RFC 4315 2.1: UID EXPUNGE only removes the given UIDs, leaving
+  // \Deleted messages of other clients alone.
+  if (!client.has_capability("UIDPLUS"))
+    throw ProtocolError(fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for UID EXPUNGE",
+                                    st.where()));
+  if (uids.empty()) return {};
+  Window window(client, st.conn->abandoned, kWindowBytes, 2 * kWindowCommands, [&](size_t index, StatusResponse& status) {
+    const char* command = index == 0 ? "UID STORE" : "UID EXPUNGE";
+    if (status.kind != StatusResponse::Kind::Ok) st.command_failed(command, command, status);
+    st.process_code(status.code);
+  });
+  // The longer of the two lines decides the split.
+  const size_t fixed = std::string_view("UID STORE  +FLAGS.SILENT (\\Deleted)").size();
+  for (const auto& set : split_set(uids, fixed)) {
+    if (window.failed()) break;
+    // Pipelined pairs: a failed STORE makes the EXPUNGE remove nothing of
+    // this set that was not already \Deleted, so it need not wait.
+    window.send(client.command("UID STORE").raw(set).raw("+FLAGS.SILENT").raw("(\\Deleted)").build(), {}, 0);
+    window.send(client.command("UID EXPUNGE").raw(set).build(), {}, 1);
+  }
+  window.finish();
+  if (!st.conn->qresync) return {};
+  // The VANISHED responses reached the state through the untagged handler.
+  UidSet expunged = uids;
+  UidSet not_vanished = uids;
+  not_vanished.erase(st.vanished);
+  expunged.erase(not_vanished);
+  st.vanished.erase(expunged);
+  for (auto it = st.modified.begin(); it != st.modified.end();)
+    it = expunged.contains(it->first) ? st.modified.erase(it) : std::next(it);
+  return not_vanished;
+}
+
+void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Message&)>& callback,
+                             const FetchOptions& options) {
+  State& st = *state_;
+  st.settle();
+  st.require_selected("UID FETCH");
+  Client& client = *st.client;
+  std::string items = "(UID FLAGS INTERNALDATE";
+  if (client.has_capability("CONDSTORE")) items += " MODSEQ";
+  if (options.envelope) items += " ENVELOPE";
+  // BODY.PEEK[]: do not set \Seen (RFC 3501 6.4.5), as the reference does.
+  if (options.body) items += " BODY.PEEK[]";
+  items += ')';
+
+  struct Op {
+    const std::function<void(Message&)>* callback = nullptr;  // null once fetch_messages returned
+  };
+  auto op = std::make_shared<Op>();
+  op->callback = &callback;
+  // While this runs, whole-message literals stream into the connection's
+  // body queue instead of into the framed response (STYLE.md 6).  On the
+  // way out (an exception included) the chooser goes and the callback is
+  // forgotten: the rest of an abandoned FETCH is discarded by its handler.
+  client.set_sink_chooser([cs = st.conn](std::string_view line, uint64_t) -> LiteralSink* {
+    return detail::imap::is_body_literal(line) ? &cs->bodies : nullptr;
+  });
+  struct Detach {
+    Client& client;
+    Op& op;
+    ~Detach() {
+      client.set_sink_chooser({});
+      op.callback = nullptr;
+    }
+  } detach{client, *op};
+
+  auto handler = [op, self = state_](const Response& r) -> bool {
+    const auto* f = std::get_if<FetchData>(&r.data);
+    if (f == nullptr) return false;
+    const bool is_message = f->body || f->body_streamed || f->envelope || f->internaldate;
+    if (!is_message) return false;  // a flag update: pending change (global handler)
+    std::string body;
+    if (f->body_streamed)
+      body = self->take_body();
+    else if (f->body)
+      body = *f->body;
+    self->record_fetch(*f, false);
+    if (op->callback == nullptr) return true;  // abandoned: discard
+    if (!f->uid)
+      throw ProtocolError(fmt::format("{}: UID FETCH response without UID (RFC 3501 6.4.8)", self->where()));
+    Message m;
+    m.uid = *f->uid;
+    if (f->flags) m.flags = without_recent(*f->flags);
+    m.internaldate = f->internaldate.value_or("");
+    m.modseq = f->modseq.value_or(0);
+    m.body = std::move(body);
+    if (f->envelope) {
+      m.envelope_from = to_public(f->envelope->from);
+      m.envelope_sender = to_public(f->envelope->sender);
+    }
+    (*op->callback)(m);
+    return true;
+  };
+  Window window(client, st.conn->abandoned, kWindowBytes, kWindowCommands, [&](size_t, StatusResponse& status) {
+    if (status.kind != StatusResponse::Kind::Ok) st.command_failed("UID FETCH", "UID FETCH", status);
+    st.process_code(status.code);
+  });
+  for (const auto& set : split_set(uids, std::string_view("UID FETCH  ").size() + items.size())) {
+    if (window.failed()) break;
+    window.send(client.command("UID FETCH").raw(set).raw(items).build(), handler, 0);
+  }
+  window.finish();
+}
+
+std::vector<uint32_t> Mailbox::append(const std::vector<AppendMessage>& messages, const AppendedCallback& on_batch,
+                                      const AppendOptions& options) {
+  State& st = *state_;
+  st.settle();
+  Client& client = *st.client;
+  if (messages.empty()) return {};
+  // RFC 4315 3: without UIDPLUS there is no APPENDUID, so no way to map
+  // the new messages (the reference refuses too).
+  if (!client.has_capability("UIDPLUS"))
+    throw ProtocolError(fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for APPENDUID",
+                                    st.where()));
+  for (size_t i = 0; i < messages.size(); ++i) {
+    // RFC 3502 6.3.11 forbids zero-length messages (and Dovecot refuses them).
+    if (messages[i].body.empty())
+      throw Error(fmt::format("{}: APPEND: message #{} is empty; empty messages cannot be appended", st.where(), i + 1));
+    for (const auto& f : messages[i].flags) check_flag(f);
+  }
+  const bool multi = client.has_capability("MULTIAPPEND");
+  const size_t max_count = multi ? std::max<size_t>(1, options.max_batch_messages) : 1;
+  const size_t max_bytes = std::max<size_t>(1, options.max_batch_bytes);
+
+  // Batches [begin, end): by count and bytes; a large message goes alone.
+  std::vector<std::pair<size_t, size_t>> batches;
+  for (size_t i = 0; i < messages.size();) {
+    size_t j = i, bytes = 0;
+    while (j < messages.size() && j - i < max_count && (j == i || bytes + messages[j].body.size() <= max_bytes))
+      bytes += messages[j++].body.size();
+    batches.emplace_back(i, j);
+    i = j;
+  }
+
+  std::vector<uint32_t> uids(messages.size(), 0);
+  std::exception_ptr callback_error;
+  auto done = [&](size_t index, StatusResponse& status) {
+    const auto [begin, end] = batches[index];
+    const std::string what = end - begin == 1 ? fmt::format("APPEND of message #{}", begin + 1)
+                                              : fmt::format("APPEND of messages #{}-#{}", begin + 1, end);
+    if (status.kind != StatusResponse::Kind::Ok) st.command_failed("APPEND", what, status);
+    // RFC 4315 3: OK [APPENDUID uidvalidity uid-set], the UIDs in the
+    // order the messages were given (MULTIAPPEND assigns them ascending).
+    if (status.code.kind != ResponseCode::Kind::AppendUid)
+      throw ProtocolError(fmt::format("{}: {}: no APPENDUID in the server's answer: OK {}", st.where(), what,
+                                      status.text));
+    if (status.code.uids.size() != end - begin)
+      throw ProtocolError(fmt::format("{}: {}: APPENDUID {} lists {} UID(s) for {} message(s)", st.where(), what,
+                                      status.code.uids.to_string(), status.code.uids.size(), end - begin));
+    const auto uidvalidity = static_cast<uint32_t>(status.code.number);
+    if (st.uidvalidity != 0 && uidvalidity != st.uidvalidity)
+      throw Error(fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", st.where(),
+                              st.uidvalidity, uidvalidity));
+    size_t k = begin;
+    for (const auto& [first, last] : status.code.uids.ranges())
+      for (uint64_t uid = first; uid <= last; ++uid) uids[k++] = static_cast<uint32_t>(uid);
+    if (st.selected) st.raise_uidnext(uids[end - 1]);
+    if (on_batch) {
+      try {
+        on_batch(begin, std::vector<uint32_t>(uids.begin() + static_cast<ptrdiff_t>(begin),
+                                              uids.begin() + static_cast<ptrdiff_t>(end)));
+      } catch (...) {
+        if (!callback_error) callback_error = std::current_exception();
+      }
+    }
+  };
+  // MULTIAPPEND: the next batch goes while the previous one is answered
+  // (two in flight).  Single APPENDs: a window of one batch's worth.
+  const size_t window_bytes = multi ? 2 * std::min(max_bytes, SIZE_MAX / 2) : max_bytes;
+  const size_t window_commands = multi ? 2 : std::max<size_t>(1, options.max_batch_messages);
+  Window window(client, st.conn->abandoned, window_bytes, window_commands, done);
+  for (size_t b = 0; b < batches.size(); ++b) {
+    if (window.failed() || callback_error) break;
+    auto cmd = client.command("APPEND").mailbox(st.wire);
+    for (size_t i = batches[b].first; i < batches[b].second; ++i) {
+      const AppendMessage& m = messages[i];
+      // The reference drops \Recent (RFC 3501 6.3.11: it cannot be set)
+      // and keeps every other flag.
+      const auto flags = without_recent(m.flags);
+      if (!flags.empty()) cmd.raw(flag_list(flags));
+      if (!m.internaldate.empty()) cmd.string(m.internaldate);
+      cmd.literal(m.body);
+    }
+    window.send(cmd.build(), {}, b);
+  }
+  window.finish();
+  if (callback_error) std::rethrow_exception(callback_error);
+  return uids;
+}
+
+UidSet Mailbox::search(std::string_view criteria) {
+  State& st = *state_;
+  st.settle();
+  st.require_selected("UID SEARCH");
+  Client& client = *st.client;
+  if (criteria.empty() || criteria.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos)
+    throw std::invalid_argument(fmt::format("{}: UID SEARCH: criteria must be one line: \"{}\"", st.where(), criteria));
+  // RFC 4731 ESEARCH: RETURN (ALL) gives a compact set instead of every number.
+  const bool esearch = client.has_capability("ESEARCH");
+  auto result = std::make_shared<UidSet>();
+  auto handler = [result](const Response& r) -> bool {
+    if (const auto* e = std::get_if<EsearchData>(&r.data)) {
+      for (const auto& [first, last] : e->all.ranges()) result->insert(first, last);
+      return true;
+    }
+    if (const auto* s = std::get_if<SearchData>(&r.data)) {
+      for (uint32_t n : s->numbers) result->insert(n);
+      return true;
+    }
+    return false;
+  };
+  auto cmd = client.command("UID SEARCH");
+  if (esearch) cmd.raw("RETURN (ALL)");
+  const auto status = st.run(cmd.raw(criteria).build(), handler);
+  if (status.kind != StatusResponse::Kind::Ok)
+    st.command_failed("UID SEARCH", fmt::format("UID SEARCH {}", criteria), status);
+  return std::move(*result);
+}
+
+std::string Mailbox::imap_date(std::chrono::system_clock::time_point when) {
+  // RFC 3501 9: date-text = date-day "-" date-month "-" date-year, English
+  // month names whatever the locale.
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  const std::time_t t = std::chrono::system_clock::to_time_t(when);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  return fmt::format("{:02}-{}-{:04}", tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900);
+}
+
+}  // namespace interimap
