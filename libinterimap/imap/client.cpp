@@ -288,6 +288,11 @@ void Client::pump_sends() {
 
 bool Client::poll(int timeout_ms) {
   if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+  if (auto raw = reader_.next()) {  // framed earlier, not dispatched yet (see read_some)
+    dispatch(*raw);
+    while (auto more = reader_.next()) dispatch(*more);
+    return true;
+  }
   if (!stream_->buffered()) {
     struct pollfd pfd = {stream_->fd(), POLLIN, 0};
     int r;
@@ -302,6 +307,14 @@ bool Client::poll(int timeout_ms) {
 }
 
 void Client::read_some() {
+  // Responses already framed but not dispatched (a handler threw while an
+  // earlier read was dispatched) come first: the server may send nothing
+  // more, so reading before them could block for ever.
+  if (auto raw = reader_.next()) {
+    dispatch(*raw);
+    while (auto more = reader_.next()) dispatch(*more);
+    return;
+  }
   size_t n = stream_->read(buf_);
   if (n == 0) lost("");
   try {
