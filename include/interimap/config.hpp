@@ -30,6 +30,9 @@ class Config {
   // Section names in file order, the default section ("") excluded.
   std::vector<std::string> sections() const;
   bool has_section(std::string_view section) const;
+  // The names of the options set in a section or in the default section
+  // (the options get() can find there), sorted, each once.
+  std::vector<std::string> options(std::string_view section) const;
   // The value of an option in a section, falling back to the default section.
   std::optional<std::string> get(std::string_view section, std::string_view option) const;
   // The value in the default section only.

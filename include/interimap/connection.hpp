@@ -5,6 +5,7 @@
 #include <interimap/log.hpp>
 #include <interimap/options.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -25,6 +26,27 @@ struct MailboxInfo {
   std::optional<uint64_t> highestmodseq;
   bool selectable() const;          // no \Noselect or \NonExistent flag
   bool subscribed() const;          // \Subscribed flag
+};
+
+// What a server announced without being asked, since the last
+// Connection::take_activity() (recorded once track_activity(true) or
+// notify_set()): RFC 5465 NOTIFY's STATUS and LIST responses, and the
+// EXISTS, VANISHED and FETCH responses about the selected mailbox.
+struct ServerActivity {
+  // Wire names of the mailboxes an unrequested STATUS response was about
+  // (new or expunged messages, flag changes), sorted, each once.
+  std::vector<std::string> mailboxes;
+  // An unrequested LIST response: a mailbox was created, deleted, renamed,
+  // subscribed or unsubscribed (RFC 5465 MailboxName, SubscriptionChange).
+  bool mailbox_list = false;
+  // EXISTS, EXPUNGE, VANISHED (not EARLIER) or FETCH: the selected mailbox
+  // changed.  These also answer SELECT and FETCH commands, so after
+  // commands this means "maybe".
+  bool selected = false;
+  // [NOTIFICATIONOVERFLOW] (RFC 5465 5.8): the server stopped notifying;
+  // call notify_set() again and look at everything.
+  bool overflow = false;
+  bool any() const { return !mailboxes.empty() || mailbox_list || selected || overflow; }
 };
 
 class Connection {
@@ -77,6 +99,36 @@ class Connection {
   std::optional<std::string> fetch_body(std::string_view mailbox, uint32_t uid);
   // NOOP, processing whatever the server sends.
   void noop();
+
+  // RFC 5465 NOTIFY SET with interimap's --notify event set:
+  //   (SELECTED (MessageNew MessageExpunge FlagChange))
+  //   (MAILBOXES (mailboxes...) (MessageNew MessageExpunge FlagChange))
+  //   (PERSONAL (MailboxName SubscriptionChange))
+  // `mailboxes` are wire names (none: no MAILBOXES group).  Replaces an
+  // earlier NOTIFY SET (a NOTIFY NONE goes first, in the same write: see
+  // connection.cpp), and turns track_activity() on.  Throws
+  // ProtocolError "NAME: server lacks required capability NOTIFY ..." when
+  // it is not advertised, CommandError for a NO/BAD (e.g. [BADEVENT]).
+  void notify_set(const std::vector<std::string>& mailboxes);
+  // NOTIFY NONE: no more notifications.
+  void notify_none();
+  // Start or stop recording ServerActivity; take it (and forget it).
+  void track_activity(bool on);
+  ServerActivity take_activity();
+
+  enum class WaitResult {
+    Data,     // at least one connection had data; it was read and dispatched
+    Woken,    // wake_fd became readable (nothing was read from it)
+    Timeout,  // nothing within the timeout
+  };
+  // Waits until one of the open connections has data, wake_fd (if >= 0)
+  // is readable, or the timeout passes; reads and dispatches what each
+  // ready connection sent (its untagged responses update the Mailbox
+  // state and ServerActivity as usual).  Data already buffered (TLS,
+  // DEFLATE) counts at once.  Throws NetworkError when a connection was
+  // closed (naming it), ProtocolError for a malformed response.
+  static WaitResult wait_any(const std::vector<Connection*>& connections, std::chrono::milliseconds timeout,
+                             int wake_fd = -1);
 
   // The library's internal client (for the library's own layers).
   detail::imap::Client& client();

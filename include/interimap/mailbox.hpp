@@ -308,6 +308,18 @@ class Mailbox {
   // search-key syntax, ASCII without literals, e.g. "UID 1:99 BEFORE
   // 7-Feb-1994" (pullimap's purge; see imap_date()).  Precondition: selected.
   UidSet search(std::string_view criteria);
+  // IDLE (RFC 2177) on the selected mailbox until the server announces a
+  // change of its messages (EXISTS grew: new messages, see
+  // take_new_messages(); or messages were expunged), until `timeout`
+  // passed, or until `stop` returns true (called every 500 ms at most, so
+  // a signal handler's flag is seen promptly); then DONE, and returns once
+  // the server completed the IDLE command.  Returns true if messages were
+  // announced as new or expunged, either during IDLE or still pending
+  // from before (then IDLE is not even sent).  Throws ProtocolError
+  // when the server lacks IDLE, CommandError for a NO/BAD.
+  // Precondition: selected.
+  bool idle(std::chrono::milliseconds timeout, const std::function<bool()>& stop = {});
+
   // RFC 3501 date ("dd-Mon-yyyy", the day on two digits) of a time point, in UTC.
   static std::string imap_date(std::chrono::system_clock::time_point when);
 

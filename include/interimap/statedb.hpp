@@ -35,6 +35,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace interimap {
@@ -265,6 +266,22 @@ class StateDB {
   std::vector<MailboxRecord> interrupted_mailboxes() const;
   // Such mappings of one mailbox, by lUID.
   std::vector<Mapping> interrupted_mappings(MailboxId idx) const;
+
+  // ---- Appends in flight (our addition: table interimap_pending_append,
+  // which the reference ignores).  A crash after the server executed an
+  // APPEND but before its APPENDUID was recorded leaves copies the mapping
+  // does not know; the sync engine records here, committed before the
+  // APPEND, where the target's UIDNEXT stood, so that the next run can pair
+  // the unmapped messages at or above it with their sources instead of
+  // copying them again.
+
+  // Records `uidnext` for (idx, target) unless a row exists (the oldest
+  // one is the one that bounds the unrecorded copies).  Needs a Transaction.
+  void set_pending_append(MailboxId idx, Side target, std::uint32_t uidnext);
+  // The rows of a mailbox, local first.
+  std::vector<std::pair<Side, std::uint32_t>> pending_appends(MailboxId idx) const;
+  // Forgets them (once every APPEND's mapping is recorded).  Needs a Transaction.
+  void clear_pending_appends(MailboxId idx);
 
  private:
   struct Impl;

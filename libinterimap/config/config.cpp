@@ -275,6 +275,16 @@ std::vector<std::string> Config::sections() const { return order_; }
 
 bool Config::has_section(std::string_view section) const { return values_.find(section) != values_.end(); }
 
+std::vector<std::string> Config::options(std::string_view section) const {
+  std::vector<std::string> names;
+  for (std::string_view s : {section, std::string_view()})
+    if (auto it = values_.find(s); it != values_.end())
+      for (const auto& [name, value] : it->second) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return names;
+}
+
 std::optional<std::string> Config::get(std::string_view section, std::string_view option) const {
   // The reference copies the default section, then lays the section over it.
   for (std::string_view s : {section, std::string_view()}) {

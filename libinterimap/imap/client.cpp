@@ -349,6 +349,12 @@ void Client::dispatch(std::string_view raw) {
     // RFC 3501 7.5: continues the command waiting for one.
     for (auto& p : inflight_) {
       if (p.next_chunk > 0 && p.next_chunk < p.cmd.chunks.size()) {
+        if (p.manual_continuation) {
+          // RFC 2177: "+ idling"; DONE goes when idle_done() says so.
+          if (p.continued) break;
+          p.continued = true;
+          return;
+        }
         trace_out(p, p.next_chunk);
         stream_->write(p.cmd.chunks[p.next_chunk]);
         ++p.next_chunk;
@@ -387,9 +393,82 @@ void Client::dispatch(std::string_view raw) {
   } else if (auto* caps = std::get_if<CapabilityData>(&r.data)) {
     set_capabilities(caps->capabilities);
   }
+  bool claimed = false;
   for (auto& p : inflight_)
-    if (!p.done && p.handler && p.handler(r)) return;
-  if (untagged_) untagged_(r);
+    if (!p.done && p.handler && p.handler(r)) {
+      claimed = true;
+      break;
+    }
+  if (track_activity_) note_activity(r, claimed);
+  if (!claimed && untagged_) untagged_(r);
+}
+
+void Client::note_activity(const Response& r, bool claimed) {
+  // RFC 5465 5.1-5.4: for a mailbox other than the selected one the
+  // server sends STATUS (MessageNew, MessageExpunge, FlagChange) and LIST
+  // (MailboxName, SubscriptionChange); a command asking for them claims
+  // them.  For the selected mailbox it sends EXISTS, VANISHED (RFC 7162
+  // 3.2.10) and FETCH, which cannot be told from a command's answers.
+  if (const auto* s = std::get_if<StatusData>(&r.data)) {
+    if (claimed) return;
+    auto& v = activity_.mailboxes;
+    auto it = std::lower_bound(v.begin(), v.end(), s->mailbox);
+    if (it == v.end() || *it != s->mailbox) v.insert(it, s->mailbox);
+  } else if (const auto* l = std::get_if<ListData>(&r.data)) {
+    if (!claimed && !l->lsub) activity_.mailbox_list = true;
+  } else if (std::holds_alternative<ExistsData>(r.data) || std::holds_alternative<ExpungeData>(r.data) ||
+             std::holds_alternative<FetchData>(r.data)) {
+    activity_.selected = true;
+  } else if (const auto* v = std::get_if<VanishedData>(&r.data)) {
+    if (!v->earlier) activity_.selected = true;
+  } else if (const auto* st = std::get_if<StatusResponse>(&r.data)) {
+    // RFC 5465 5.8: the server gave up notifying (as after NOTIFY NONE).
+    if (st->code.kind == ResponseCode::Kind::Other && iequals(st->code.name, "NOTIFICATIONOVERFLOW"))
+      activity_.overflow = true;
+  }
+}
+
+ServerActivity Client::take_activity() {
+  ServerActivity a = std::move(activity_);
+  activity_ = ServerActivity{};
+  return a;
+}
+
+uint64_t Client::idle_start(UntaggedHandler on_untagged) {
+  Command cmd;
+  cmd.name = "IDLE";
+  cmd.chunks = {"IDLE\r\n", "DONE\r\n"};
+  const uint64_t id = send(std::move(cmd), std::move(on_untagged));
+  auto it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.id == id; });
+  it->manual_continuation = true;
+  while (true) {
+    it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.id == id; });
+    if (it == inflight_.end() || it->done || it->continued) return id;
+    if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+    read_some();
+  }
+}
+
+StatusResponse Client::idle_done(uint64_t id, bool allow_failure) {
+  auto it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.id == id; });
+  if (it != inflight_.end() && !it->done && it->continued && it->next_chunk < it->cmd.chunks.size()) {
+    if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+    trace_out(*it, it->next_chunk);
+    stream_->write(it->cmd.chunks[it->next_chunk]);
+    it->next_chunk = it->cmd.chunks.size();
+    pump_sends();
+  }
+  return wait(id, allow_failure);
+}
+
+void Client::abort() noexcept {
+  if (!stream_) return;
+  try {
+    stream_->shutdown();
+  } catch (...) {
+  }
+  stream_.reset();
+  inflight_.clear();
 }
 
 StatusResponse Client::wait(uint64_t id, bool allow_failure) {

@@ -8,6 +8,7 @@
 #include "imap/response.hpp"
 #include "net/stream.hpp"
 
+#include <interimap/connection.hpp>
 #include <interimap/log.hpp>
 #include <interimap/options.hpp>
 
@@ -72,6 +73,27 @@ class Client {
   // Chooses which literals stream to a sink (FETCH bodies).
   void set_sink_chooser(ResponseReader::SinkChooser chooser) { reader_.set_sink_chooser(std::move(chooser)); }
 
+  // IDLE (RFC 2177): sends IDLE and returns once the server's continuation
+  // request came (or the command already completed, e.g. with a NO);
+  // meanwhile and afterwards untagged responses go to `on_untagged` and
+  // the untagged handler as usual; read them with poll().  Commands sent
+  // later wait until idle_done().  Returns the command's id.
+  uint64_t idle_start(UntaggedHandler on_untagged = {});
+  // Ends IDLE command `id` with DONE (unless it already completed) and
+  // waits for its completion, as wait() does.
+  StatusResponse idle_done(uint64_t id, bool allow_failure = false);
+  // Closes the stream at once, without LOGOUT and without reading what
+  // the server is still sending (commands in flight are forgotten): to
+  // give up on a connection in the middle of a long answer.  Never throws.
+  void abort() noexcept;
+
+  // From now on (or no longer), records what the server announces on its
+  // own (ServerActivity, interimap/connection.hpp) for take_activity():
+  // the watch loop's NOTIFY (RFC 5465) support.
+  void track_activity(bool on) { track_activity_ = on; }
+  // Returns and forgets what was recorded since the last call.
+  ServerActivity take_activity();
+
   // Reads and dispatches what arrives within timeout_ms (-1: wait forever);
   // returns false if nothing arrived.  For IDLE and NOTIFY.
   bool poll(int timeout_ms);
@@ -86,6 +108,8 @@ class Client {
     Command cmd;
     size_t next_chunk = 0;  // chunks sent so far
     UntaggedHandler handler;
+    bool manual_continuation = false;  // IDLE: the next chunk waits for idle_done()
+    bool continued = false;            // a continuation request came for it
     bool done = false;
     StatusResponse status;
   };
@@ -105,6 +129,9 @@ class Client {
   void trace_out(const Pending& p, size_t chunk);
   [[noreturn]] void lost(std::string_view why);
   [[noreturn]] void command_failed(const Pending& p);
+  // Records an untagged response into activity_; `claimed`: a command's
+  // own handler consumed it (a solicited LIST or STATUS).
+  void note_activity(const Response& r, bool claimed);
 
   ConnectionOptions options_;
   Logger& logger_;
@@ -123,6 +150,8 @@ class Client {
   uint64_t next_id_ = 1;
   std::deque<Pending> inflight_;  // in sending order; front is the oldest
   UntaggedHandler untagged_;
+  bool track_activity_ = false;
+  ServerActivity activity_;
   std::vector<char> buf_;
 };
 

@@ -4,9 +4,13 @@
 #include "imap/client.hpp"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <strings.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
 #include <map>
 
 namespace interimap {
@@ -180,5 +184,86 @@ std::optional<std::string> Connection::fetch_body(std::string_view mailbox, uint
 }
 
 void Connection::noop() { client_->run(client_->command("NOOP").build()); }
+
+void Connection::notify_set(const std::vector<std::string>& mailboxes) {
+  if (!client_->has_capability("NOTIFY"))
+    throw ProtocolError(fmt::format("{}: server lacks required capability NOTIFY (RFC 5465), needed by --notify",
+                                    name()));
+  // RFC 5465 6: with SELECTED, MessageNew and MessageExpunge go together,
+  // and FlagChange needs both.  No fetch-att after MessageNew: new
+  // messages are fetched by the synchronization pass, not pushed.
+  static constexpr std::string_view kMessageEvents = "(MessageNew MessageExpunge FlagChange)";
+  auto cmd = client_->command("NOTIFY");
+  cmd.raw(fmt::format("SET (SELECTED {})", kMessageEvents));
+  // Names from LIST are modified UTF-7 (7-bit): quoted strings in one
+  // group; anything that cannot be quoted gets a group of its own, where
+  // the builder may send it as a literal.
+  std::vector<std::string> quoted;
+  std::vector<const std::string*> others;
+  for (const auto& m : mailboxes) {
+    const bool quotable = !m.empty() && std::all_of(m.begin(), m.end(), [](char c) {
+      auto u = static_cast<unsigned char>(c);
+      return u >= 0x20 && u < 0x7f;
+    });
+    if (quotable)
+      quoted.push_back(detail::imap::quote(m));
+    else
+      others.push_back(&m);
+  }
+  if (!quoted.empty()) cmd.raw(fmt::format("(MAILBOXES ({}) {})", fmt::join(quoted, " "), kMessageEvents));
+  for (const std::string* m : others) cmd.raw("(MAILBOXES").mailbox(*m).raw(std::string(kMessageEvents) + ")");
+  cmd.raw("(PERSONAL (MailboxName SubscriptionChange))");
+  client_->track_activity(true);
+  // Dovecot 2.3.19 stops notifying after every other NOTIFY SET that
+  // replaces an earlier one (seen with its imap binary: SET, SET, change
+  // -> nothing; a third SET works again).  NOTIFY NONE first, pipelined
+  // with the SET in the same write, avoids that for one more command.
+  const uint64_t none = client_->send(client_->command("NOTIFY").raw("NONE").build());
+  const uint64_t set = client_->send(cmd.build());
+  client_->wait(none);
+  client_->wait(set);
+}
+
+void Connection::notify_none() {
+  require_capability("NOTIFY");
+  client_->run(client_->command("NOTIFY").raw("NONE").build());
+}
+
+void Connection::track_activity(bool on) { client_->track_activity(on); }
+
+ServerActivity Connection::take_activity() { return client_->take_activity(); }
+
+Connection::WaitResult Connection::wait_any(const std::vector<Connection*>& connections,
+                                            std::chrono::milliseconds timeout, int wake_fd) {
+  std::vector<Connection*> open;
+  for (Connection* c : connections)
+    if (c != nullptr && c->is_open()) open.push_back(c);
+  // Bytes already decrypted or inflated above the descriptor are invisible
+  // to poll(2): read them first.
+  bool got = false;
+  for (Connection* c : open)
+    if (c->client_->buffered()) got = c->client_->poll(0) || got;
+  if (got) return WaitResult::Data;
+
+  std::vector<pollfd> fds;
+  for (Connection* c : open) fds.push_back({c->client_->fd(), POLLIN, 0});
+  if (wake_fd >= 0) fds.push_back({wake_fd, POLLIN, 0});
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int r;
+  while (true) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto ms = std::clamp<std::chrono::milliseconds::rep>(left.count(), 0, std::numeric_limits<int>::max());
+    r = ::poll(fds.data(), fds.size(), static_cast<int>(ms));
+    if (r >= 0) break;
+    if (errno != EINTR) throw NetworkError(fmt::format("poll: {}", std::strerror(errno)));
+    // A signal: its handler may have written to wake_fd; poll again.
+  }
+  if (r == 0) return WaitResult::Timeout;
+  for (size_t i = 0; i < open.size(); ++i)
+    if (fds[i].revents != 0) got = open[i]->client_->poll(0) || got;
+  if (got) return WaitResult::Data;
+  if (wake_fd >= 0 && fds.back().revents != 0) return WaitResult::Woken;
+  return WaitResult::Data;  // readable but nothing complete yet (a partial TLS record)
+}
 
 }  // namespace interimap

@@ -1162,6 +1162,40 @@ UidSet Mailbox::search(std::string_view criteria) {
   return std::move(*result);
 }
 
+bool Mailbox::idle(std::chrono::milliseconds timeout, const std::function<bool()>& stop) {
+  State& st = *state_;
+  st.settle();
+  st.require_selected("IDLE");
+  Client& client = *st.client;
+  client.require_capability("IDLE");
+  // Expunges show as a smaller EXISTS (EXPUNGE) or as VANISHED UIDs
+  // (QRESYNC, RFC 7162 3.2.10); new messages set new_messages.
+  const uint32_t exists_before = st.exists;
+  const uint64_t vanished_before = st.vanished.size();
+  auto changed = [&] { return st.new_messages || st.exists < exists_before || st.vanished.size() > vanished_before; };
+  if (changed()) return true;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const uint64_t id = client.idle_start();
+  try {
+    while (!changed() && !(stop && stop())) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) break;
+      client.poll(static_cast<int>(std::min<int64_t>(left.count(), 500)));
+    }
+  } catch (...) {
+    // IDLE never completes without DONE, so nothing could wait for it:
+    // what went wrong (a lost connection, a protocol error, stop() or a
+    // response handler throwing) ends the connection.
+    client.abort();
+    throw;
+  }
+  // RFC 2177: DONE ends it; the server may still send responses before
+  // the tagged OK, which the state records as usual.
+  const StatusResponse status = client.idle_done(id, true);
+  if (status.kind != StatusResponse::Kind::Ok) st.command_failed("IDLE", "IDLE", status);
+  return changed();
+}
+
 std::string Mailbox::imap_date(std::chrono::system_clock::time_point when) {
   // RFC 3501 9: date-text = date-day "-" date-month "-" date-year, English
   // month names whatever the locale.

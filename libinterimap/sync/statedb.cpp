@@ -98,6 +98,9 @@ enum class Sql : std::size_t {
   MappingsByRemoteDesc,
   InterruptedMailboxes,
   InterruptedMappings,
+  SetPendingAppend,
+  PendingAppends,
+  ClearPendingAppends,
   Count
 };
 
@@ -164,6 +167,11 @@ constexpr SqlSpec kSql[] = {
     {Sql::InterruptedMappings, "list interrupted syncs",
      "SELECT x.lUID, x.rUID FROM mapping x JOIN local l ON x.idx = l.idx JOIN remote r ON x.idx = r.idx "
      "WHERE x.idx = ? AND (x.lUID >= l.UIDNEXT OR x.rUID >= r.UIDNEXT) ORDER BY x.lUID"},
+    {Sql::SetPendingAppend, "record appends in flight",
+     "INSERT OR IGNORE INTO interimap_pending_append (idx, side, UIDNEXT) VALUES (?, ?, ?)"},
+    {Sql::PendingAppends, "list appends in flight",
+     "SELECT side, UIDNEXT FROM interimap_pending_append WHERE idx = ? ORDER BY side"},
+    {Sql::ClearPendingAppends, "clear appends in flight", "DELETE FROM interimap_pending_append WHERE idx = ?"},
 };
 
 #undef INTERIMAP_MAILBOX_COLUMNS
@@ -416,6 +424,13 @@ void StateDB::ensure_schema(std::optional<char> local_delimiter, std::optional<c
       throw;
     }
   }
+  // Our own addition (the reference ignores tables it does not know):
+  // where each side's UIDNEXT stood before APPENDs whose APPENDUID may not
+  // have been recorded (see set_pending_append).
+  impl.exec("CREATE TABLE IF NOT EXISTS interimap_pending_append ("
+            "idx INTEGER NOT NULL, side INTEGER NOT NULL CHECK (side IN (0, 1)), "
+            "UIDNEXT UNSIGNED INT NOT NULL, PRIMARY KEY (idx, side))",
+            "create table interimap_pending_append");
   // A no-op inside a transaction, hence after the COMMIT.
   impl.exec("PRAGMA foreign_keys = ON", "enable foreign keys");
   impl.schema_ready = true;
@@ -648,6 +663,26 @@ std::vector<Mapping> StateDB::interrupted_mappings(MailboxId idx) const {
   q.bind(1, idx);
   while (q.step()) out.push_back(Mapping{q.column_u32(0), q.column_u32(1)});
   return out;
+}
+
+// ---- Appends in flight
+
+void StateDB::set_pending_append(MailboxId idx, Side target, std::uint32_t uidnext) {
+  auto q = impl_->write(Sql::SetPendingAppend);
+  q.bind(1, idx).bind(2, static_cast<std::int64_t>(index(target))).bind(3, uidnext).execute();
+}
+
+std::vector<std::pair<Side, std::uint32_t>> StateDB::pending_appends(MailboxId idx) const {
+  std::vector<std::pair<Side, std::uint32_t>> out;
+  auto q = impl_->query(Sql::PendingAppends);
+  q.bind(1, idx);
+  while (q.step()) out.emplace_back(q.column_int64(0) == 0 ? Side::Local : Side::Remote, q.column_u32(1));
+  return out;
+}
+
+void StateDB::clear_pending_appends(MailboxId idx) {
+  auto q = impl_->write(Sql::ClearPendingAppends);
+  q.bind(1, idx).execute();
 }
 
 }  // namespace interimap

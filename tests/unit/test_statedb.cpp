@@ -192,11 +192,17 @@ TEST_CASE("a new database gets the reference's schema, mode 0600 and user_versio
 
   RawDb raw(path);
   CHECK(raw.value("PRAGMA user_version") == "1");
-  CHECK(raw.column("SELECT sql FROM sqlite_master WHERE type = 'table' ORDER BY rowid") ==
+  // The reference's tables exactly; our own additions live apart, in
+  // tables named interimap_* (which the reference ignores).
+  CHECK(raw.column("SELECT sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'interimap\\_%' "
+                   "ESCAPE '\\' ORDER BY rowid") ==
         std::vector<std::string>{kReferenceMailboxes, "CREATE TABLE sqlite_sequence(name,seq)", kReferenceLocal,
                                  kReferenceRemote, kReferenceMapping});
+  CHECK(raw.column("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'interimap\\_%' "
+                   "ESCAPE '\\' ORDER BY name") == std::vector<std::string>{"interimap_pending_append"});
   // The implicit indexes of the UNIQUE and PRIMARY KEY constraints.
-  CHECK(raw.column("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name") ==
+  CHECK(raw.column("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name NOT LIKE 'interimap\\_%' "
+                   "ESCAPE '\\' ORDER BY name") ==
         std::vector<std::string>{"sqlite_autoindex_mailboxes_1", "sqlite_autoindex_mapping_1",
                                  "sqlite_autoindex_mapping_2"});
 }
@@ -659,6 +665,37 @@ TEST_CASE("interrupted syncs: mappings at or above UIDNEXT") {
   CHECK((*interrupted[0].state)[Side::Local].uidnext == 2);
   CHECK(db.interrupted_mappings(cut) == std::vector<Mapping>{{2, 5}, {3, 6}});
   CHECK(db.interrupted_mappings(done).empty());
+}
+
+TEST_CASE("appends in flight: recorded before, kept at the oldest, cleared after") {
+  Fixture f;
+  StateDB& db = f.db;
+  const MailboxId a = add_with_state(db, "a");
+  const MailboxId b = add_with_state(db, "b");
+  CHECK(db.pending_appends(a).empty());
+  CHECK_THROWS_AS(db.set_pending_append(a, Side::Remote, 7), std::logic_error);  // needs a transaction
+  {
+    auto tx = db.begin();
+    db.set_pending_append(a, Side::Remote, 7);
+    db.set_pending_append(a, Side::Remote, 9);  // ignored: 7 bounds the unrecorded copies
+    db.set_pending_append(a, Side::Local, 3);
+    db.set_pending_append(b, Side::Local, 1);
+    tx.commit();
+  }
+  using Rows = std::vector<std::pair<Side, std::uint32_t>>;
+  CHECK(db.pending_appends(a) == Rows{{Side::Local, 3}, {Side::Remote, 7}});
+  {
+    auto tx = db.begin();
+    db.clear_pending_appends(a);
+  }  // rolled back
+  CHECK(db.pending_appends(a).size() == 2);
+  {
+    auto tx = db.begin();
+    db.clear_pending_appends(a);
+    tx.commit();
+  }
+  CHECK(db.pending_appends(a).empty());
+  CHECK(db.pending_appends(b) == Rows{{Side::Local, 1}});
 }
 
 TEST_CASE("delete_mailbox removes all its rows, not its children") {
