@@ -1,15 +1,199 @@
-// interimap: stateful synchronization of two IMAP servers (in progress:
-// the synchronization engine lands with the sync issue).
-#include <CLI/CLI.hpp>
+// interimap: fast bidirectional synchronization of two QRESYNC-capable
+// IMAP servers.  The command line of interimap(1) 0.5.7; everything else
+// is libinterimap's SyncSession.
+#include <interimap/config.hpp>
+#include <interimap/error.hpp>
+#include <interimap/log.hpp>
+#include <interimap/syncsession.hpp>
+#include <interimap/watch.hpp>
 
 #include "interimap_config.h"
 
+#include <getopt.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+constexpr const char* kName = "interimap";
+
+[[noreturn]] void usage(int rv) {
+  if (rv != 0) {
+    std::fprintf(stderr,
+                 "Usage: %s [OPTIONS] [COMMAND] [MAILBOX [..]]\n"
+                 "Try '%s --help' or consult the manpage for more information.\n",
+                 kName, kName);
+  } else {
+    std::fprintf(stderr,
+                 "Usage: %s [OPTIONS] [MAILBOX [..]]\n"
+                 "  or: %s [OPTIONS] --repair [MAILBOX [..]]\n"
+                 "  or: %s [OPTIONS] --delete MAILBOX [..]\n"
+                 "  or: %s [OPTIONS] --rename SOURCE DEST\n"
+                 "Consult the manpage for more information.\n",
+                 kName, kName, kName, kName);
+  }
+  std::exit(rv);
+}
+
+std::vector<std::string> split_commas(std::string_view s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  for (;;) {
+    const size_t j = s.find(',', i);
+    out.emplace_back(s.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i));
+    if (j == std::string_view::npos) break;
+    i = j + 1;
+  }
+  return out;
+}
+
+// Errors of the connection layers read "local: ..." or "remote: ...": that
+// name goes before "ERROR: ", as in the reference's "remote: ERROR: ...".
+void report(interimap::Logger& logger, std::string_view message) {
+  for (std::string_view side : {"local", "remote"}) {
+    if (message.size() > side.size() + 2 && message.substr(0, side.size()) == side &&
+        message.substr(side.size(), 2) == ": ") {
+      logger.error(side, message.substr(side.size() + 2));
+      return;
+    }
+  }
+  logger.error("", message);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"interimap: fast bidirectional synchronization of IMAP servers with QRESYNC"};
-  app.set_version_flag("--version", "interimap " INTERIMAP_VERSION);
-  CLI11_PARSE(app, argc, argv);
-  std::fprintf(stderr, "interimap: the synchronization engine is not implemented yet\n");
-  return 1;
+  enum { kConfig = 256, kTarget, kDebug, kWatch, kNotify, kRepair, kDelete, kRename, kVersion };
+  static const option longopts[] = {
+      {"config", required_argument, nullptr, kConfig}, {"quiet", no_argument, nullptr, 'q'},
+      {"target", required_argument, nullptr, kTarget}, {"debug", no_argument, nullptr, kDebug},
+      {"help", no_argument, nullptr, 'h'},             {"watch", optional_argument, nullptr, kWatch},
+      {"notify", no_argument, nullptr, kNotify},       {"repair", no_argument, nullptr, kRepair},
+      {"delete", no_argument, nullptr, kDelete},       {"rename", no_argument, nullptr, kRename},
+      {"version", no_argument, nullptr, kVersion},     {nullptr, 0, nullptr, 0},
+  };
+  std::optional<std::string> config_file;
+  std::vector<std::string> targets;
+  std::optional<unsigned long> watch;  // seconds; 0: the default
+  bool notify = false, quiet = false, help = false;
+  int debug = 0, commands = 0;
+  interimap::SyncMode mode = interimap::SyncMode::Sync;
+  opterr = 1;
+  int ch;
+  // "+": options before MAILBOX arguments only (Getopt::Long's posix_default).
+  while ((ch = getopt_long(argc, argv, "+qh", longopts, nullptr)) != -1) {
+    switch (ch) {
+      case kConfig: config_file = optarg; break;
+      case 'q': quiet = true; break;
+      case kTarget: targets.emplace_back(optarg); break;
+      case kDebug: ++debug; break;
+      case 'h': help = true; break;
+      case kWatch: {
+        watch = 0;
+        if (optarg != nullptr && *optarg != '\0') {
+          char* end = nullptr;
+          const unsigned long v = std::strtoul(optarg, &end, 10);
+          if (*end != '\0' || optarg[0] == '-') usage(1);
+          watch = v;
+        }
+        break;
+      }
+      case kNotify: notify = true; break;
+      case kRepair: mode = interimap::SyncMode::Repair; ++commands; break;
+      case kDelete: mode = interimap::SyncMode::Delete; ++commands; break;
+      case kRename: mode = interimap::SyncMode::Rename; ++commands; break;
+      case kVersion: std::printf("%s version %s\n", kName, INTERIMAP_VERSION); return 0;
+      default: usage(1);
+    }
+  }
+  if (help) usage(0);
+  std::vector<std::string> args(argv + optind, argv + argc);
+  // The reference's refusals of invalid combinations.
+  if (commands > 1) usage(1);
+  if (mode == interimap::SyncMode::Delete && args.empty()) usage(1);
+  if (mode == interimap::SyncMode::Rename && args.size() != 2) usage(1);
+  const bool has_command = commands == 1;
+  if (has_command && (watch || notify)) usage(1);
+  if (!targets.empty() && !(mode == interimap::SyncMode::Delete || mode == interimap::SyncMode::Rename)) usage(1);
+  if ((watch || notify) && (!watch || *watch == 0)) watch = notify ? 900 : 60;
+  for (auto& a : args) {
+    std::string up = a;
+    for (auto& c : up) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (up == "INBOX") a = "INBOX";  // INBOX is case-insensitive
+    bool ok = !a.empty();
+    for (unsigned char c : a)
+      if (c == 0 || c > 0x7f) ok = false;
+    if (!ok) {
+      std::fprintf(stderr, "Invalid mailbox name %s\n", a.c_str());
+      return 1;
+    }
+  }
+
+  interimap::SyncOptions options;
+  options.mode = mode;
+  options.mailboxes = args;
+  options.quiet = quiet;
+  options.debug = debug;
+  options.watch = watch.has_value();
+  options.notify = notify;
+  interimap::Logger logger;
+  try {
+    const std::string path =
+        interimap::resolve_path(interimap::xdg_config_home() + "/interimap", config_file.value_or("config"));
+    const interimap::Config config = interimap::Config::load(path);
+    // Checked after the configuration is read, as the reference does.
+    if (!targets.empty()) {
+      options.targets = {false, false, false};
+      for (const auto& t : targets)
+        for (const auto& w : split_commas(t)) {
+          if (w == "local")
+            options.targets.local = true;
+          else if (w == "remote")
+            options.targets.remote = true;
+          else if (w == "database")
+            options.targets.database = true;
+          else {
+            std::fprintf(stderr, "Invalid target %s\n", w.c_str());
+            return 1;
+          }
+        }
+    }
+
+    // SIGTERM, SIGINT, SIGHUP: finish the mailbox in progress, log out, exit 0.
+    const interimap::StopSignals stop;
+    options.interrupted = [&stop] { return stop.received() != 0; };
+    interimap::SyncSession session(config, options, logger);
+    try {
+      session.open();
+      if (watch)
+        interimap::watch(session, interimap::WatchOptions{*watch, notify}, stop, logger);
+      else if (stop.received() == 0)
+        session.run();
+    } catch (const interimap::SyncError& e) {
+      logger.error(e.component(), e.what());
+      session.close();
+      return 1;
+    } catch (const interimap::Error& e) {
+      report(logger, e.what());
+      session.close();
+      return 1;
+    }
+    session.close();
+  } catch (const interimap::SyncError& e) {
+    logger.error(e.component(), e.what());
+    return 1;
+  } catch (const interimap::ConfigError& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    report(logger, e.what());
+    return 1;
+  }
+  return 0;
 }

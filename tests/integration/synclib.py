@@ -1,0 +1,571 @@
+"""Shared helpers for the interimap synchronization tests (test_sync_*.py).
+
+The binary under test is $INTERIMAP (meson sets it to ours); any
+interimap 0.5.7-compatible binary works, e.g.
+
+    INTERIMAP=/usr/bin/interimap python3 tests/integration/test_sync_basic.py
+
+    Pair           two TunnelStores (local, remote), a config file and a
+                   database path; pair.run(...) runs interimap on them;
+                   pair.check() is the convergence check
+    snapshot       every message of a store (one imaplib connection)
+    Seeder         one imaplib connection for seeding and editing a store
+    read_db        the SQLite state (mailboxes, local, remote, mapping)
+
+The stores are read through imaplib and the database through sqlite3,
+never through interimap's output.
+"""
+
+import collections
+import hashlib
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+REFERENCE = "/usr/bin/interimap"
+# fsync off: seeding hundreds of messages stays fast; crash tests kill
+# interimap, not Dovecot, so durability of the stores is not what we test.
+FAST = "mail_fsync = never\n"
+
+
+def interimap_binary():
+    """$INTERIMAP, else tools/interimap/interimap under $INTERIMAP_BUILD_DIR."""
+    path = os.environ.get("INTERIMAP", "")
+    if not path and os.environ.get("INTERIMAP_BUILD_DIR"):
+        path = os.path.join(os.environ["INTERIMAP_BUILD_DIR"], "tools", "interimap", "interimap")
+    return path
+
+
+INTERIMAP = interimap_binary()
+
+
+def is_reference(path=None):
+    path = path or INTERIMAP
+    try:
+        return os.path.realpath(path) == os.path.realpath(REFERENCE)
+    except OSError:
+        return False
+
+
+def require():
+    """Skips (77) unless Dovecot, setpriv (as root) and $INTERIMAP are there."""
+    h.require("dovecot-imap", "doveconf")
+    if h.is_root():
+        h.require("setpriv")
+    if not INTERIMAP or not os.access(INTERIMAP, os.X_OK):
+        h.skip(f"interimap binary not found (INTERIMAP={INTERIMAP!r}); run through meson test "
+               "or set INTERIMAP=/usr/bin/interimap")
+
+
+def log(msg):
+    print(f"[sync] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Running interimap
+
+class Run:
+    def __init__(self, argv, rc, out, err, elapsed):
+        self.argv, self.rc, self.out, self.err, self.elapsed = argv, rc, out, err, elapsed
+
+    def describe(self):
+        return (f"$ {' '.join(self.argv)}\nexit status {self.rc} after {self.elapsed:.2f}s\n"
+                f"--- stdout\n{self.out[-3000:]}--- stderr\n{self.err[-6000:]}---")
+
+    def __repr__(self):
+        return self.describe()
+
+    def error_lines(self):
+        """stderr lines that are not Dovecot's own log lines."""
+        return [line for line in self.err.splitlines()
+                if line.strip() and "IMAP traffic" not in line
+                and not line.startswith(("imap(", "Info:", "Warning: imap", "Error: imap"))]
+
+
+def run(config, *args, binary=None, timeout=60, env=None):
+    """Runs BINARY --config=CONFIG ARGS; returns a Run (rc 'TIMEOUT' on timeout)."""
+    binary = binary or INTERIMAP
+    argv = [binary, f"--config={config}"] + [str(a) for a in args]
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=full_env, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        _kill_group(p)
+        out, err = p.communicate()
+        rc = "TIMEOUT"
+    return Run(argv, rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+               time.monotonic() - t0)
+
+
+def _kill_group(p):
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def spawn(config, *args, binary=None, env=None):
+    """Starts interimap in its own process group; returns the Popen."""
+    binary = binary or INTERIMAP
+    argv = [binary, f"--config={config}"] + [str(a) for a in args]
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=full_env, start_new_session=True)
+    h.at_cleanup(lambda: _kill_group(p))
+    return p
+
+
+def assert_ok(r):
+    if r.rc != 0:
+        raise AssertionError("interimap failed\n" + r.describe())
+    return r
+
+
+def assert_fails(r, *patterns):
+    """Non-zero exit (not a timeout, not a signal) and each regex
+    (case-insensitive) in stderr."""
+    if r.rc == 0 or r.rc == "TIMEOUT" or (isinstance(r.rc, int) and r.rc < 0):
+        raise AssertionError("expected a clean failure (non-zero exit)\n" + r.describe())
+    for p in patterns:
+        if not re.search(p, r.err, re.IGNORECASE):
+            raise AssertionError(f"stderr does not match /{p}/\n" + r.describe())
+    log(f"refused as expected (exit {r.rc}): {' | '.join(r.error_lines()[-2:])}")
+    return r
+
+
+# ---------------------------------------------------------------------------
+# Reading stores
+
+def _flags(flags):
+    return tuple(sorted(f for f in flags if f.lower() != "\\recent"))
+
+
+def list_mailboxes(m, reference="", pattern="*"):
+    """[(name, delim, flags)] through an open imaplib connection."""
+    typ, data = m.list(h.imap_quote(reference), h.imap_quote(pattern))
+    if typ != "OK":
+        raise h.HarnessError(f"LIST: {typ} {data!r}")
+    return h._parse_list(data)
+
+
+def snapshot(store, names=None):
+    """{mailbox: {uid: (flags without \\Recent, sha256 hex)}} of every
+    selectable mailbox (or of the given names), on one connection."""
+    result = {}
+    with store.imap() as m:
+        if names is None:
+            names = [n for n, _, fl in list_mailboxes(m)
+                     if not {"\\noselect", "\\nonexistent"} & {f.lower() for f in fl}]
+        for name in names:
+            typ, data = m.select(h.imap_quote(name), readonly=True)
+            if typ != "OK":
+                raise h.HarnessError(f"EXAMINE {name}: {typ} {data!r}")
+            msgs = {}
+            if int(data[0]) > 0:
+                typ, data = m.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
+                if typ != "OK":
+                    raise h.HarnessError(f"UID FETCH in {name}: {typ} {data!r}")
+                for uid, (flags, body) in h._parse_fetch(data).items():
+                    msgs[uid] = (_flags(flags), hashlib.sha256(body or b"").hexdigest())
+            result[name] = msgs
+    return result
+
+
+def subscribed(store):
+    """The set of subscribed mailbox names (LSUB)."""
+    with store.imap() as m:
+        typ, data = m.lsub('""', '"*"')
+        if typ != "OK":
+            raise h.HarnessError(f"LSUB: {typ} {data!r}")
+        return {n for n, _, fl in h._parse_list(data) if "\\noselect" not in {f.lower() for f in fl}}
+
+
+def multiset(msgs):
+    """Counter of (flags, sha) of a {uid: (flags, sha)} dict."""
+    return collections.Counter(msgs.values())
+
+
+class Seeder:
+    """One imaplib connection to a store for seeding and editing:
+        with Seeder(store) as s: s.append("INBOX", msg, flags=...); s.store(...)"""
+
+    def __init__(self, store):
+        self.store = store
+        self.m = None
+
+    def __enter__(self):
+        self.m = store_connect(self.store)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.m.logout()
+        except Exception:
+            pass
+
+    def _ok(self, typ, data, what):
+        if typ != "OK":
+            raise h.HarnessError(f"{self.store.name}: {what}: {typ} {data!r}")
+        return data
+
+    def create(self, name):
+        self._ok(*self.m.create(h.imap_quote(name)), f"CREATE {name}")
+
+    def delete(self, name):
+        self._ok(*self.m.delete(h.imap_quote(name)), f"DELETE {name}")
+
+    def subscribe(self, name, on=True):
+        if on:
+            self._ok(*self.m.subscribe(h.imap_quote(name)), f"SUBSCRIBE {name}")
+        else:
+            self._ok(*self.m.unsubscribe(h.imap_quote(name)), f"UNSUBSCRIBE {name}")
+
+    def append(self, mailbox, message, flags=()):
+        if isinstance(message, str):
+            message = message.encode()
+        fl = "(" + " ".join(flags) + ")" if flags else None
+        data = self._ok(*self.m.append(h.imap_quote(mailbox), fl, None, message), f"APPEND {mailbox}")
+        mo = re.search(rb"APPENDUID (\d+) (\d+)", data[0] or b"")
+        return int(mo.group(2)) if mo else None
+
+    def select(self, mailbox):
+        self._ok(*self.m.select(h.imap_quote(mailbox)), f"SELECT {mailbox}")
+
+    def uids(self, mailbox):
+        self.select(mailbox)
+        data = self._ok(*self.m.uid("SEARCH", "ALL"), "UID SEARCH")
+        return [int(x) for x in data[0].split()]
+
+    def flag(self, mailbox, uids, op, flags):
+        """UID STORE uids op (flags); op is +FLAGS, -FLAGS or FLAGS."""
+        self.select(mailbox)
+        uidset = ",".join(str(u) for u in uids) if not isinstance(uids, str) else uids
+        self._ok(*self.m.uid("STORE", uidset, op + ".SILENT", "(" + " ".join(flags) + ")"),
+                 f"UID STORE {uidset} {op}")
+
+    def expunge(self, mailbox, uids):
+        self.flag(mailbox, uids, "+FLAGS", ["\\Deleted"])
+        uidset = ",".join(str(u) for u in uids)
+        self._ok(*self.m.uid("EXPUNGE", uidset), f"UID EXPUNGE {uidset}")
+
+
+def store_connect(store):
+    return store._connect()
+
+
+# ---------------------------------------------------------------------------
+# The database
+
+def read_db(path):
+    """{'mailboxes': {idx: (name with NUL, subscribed)}, 'local'/'remote':
+    {idx: (uidvalidity, uidnext, highestmodseq)}, 'mapping': {idx: [(l, r)]},
+    'user_version': n}, read-only."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    con.text_factory = bytes
+    try:
+        db = {"mailboxes": {}, "local": {}, "remote": {}, "mapping": collections.defaultdict(list)}
+        db["user_version"] = con.execute("PRAGMA user_version").fetchone()[0]
+        for idx, name, sub in con.execute("SELECT idx, mailbox, subscribed FROM mailboxes"):
+            if isinstance(name, bytes):
+                name = name.decode("utf-8")
+            db["mailboxes"][idx] = (name, sub)
+        for side in ("local", "remote"):
+            for idx, uv, un, hm in con.execute(f"SELECT idx, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ FROM {side}"):
+                db[side][idx] = (uv, un, hm)
+        for idx, l, r in con.execute("SELECT idx, lUID, rUID FROM mapping"):
+            db["mapping"][idx].append((l, r))
+        return db
+    finally:
+        con.close()
+
+
+def db_execute(path, *statements):
+    """Runs SQL statements on the database (tampering) and commits."""
+    con = sqlite3.connect(path)
+    try:
+        for st in statements:
+            if isinstance(st, tuple):
+                con.execute(*st)
+            else:
+                con.execute(st)
+        con.commit()
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------------------
+# A pair of stores
+
+_pair_counter = [0]
+
+
+class Pair:
+    """Two TunnelStores and an interimap configuration between them.
+
+    name: a label (directories and the config); local_sep/remote_sep: the
+    stores' hierarchy delimiters; default/local_opts/remote_opts: extra
+    config options; local_ref/remote_ref: list-reference of each side
+    (also used by the convergence check).  local/remote may be given
+    (e.g. one local store shared by two pairs)."""
+
+    def __init__(self, tdir, name=None, local=None, remote=None, local_sep="/", remote_sep="/",
+                 default=None, local_opts=None, remote_opts=None, local_ref="", remote_ref="",
+                 fmt="maildir", remote_command=None, local_command=None):
+        _pair_counter[0] += 1
+        # unique within the test directory (subtests reuse a name)
+        self.name = f"{name or 'pair'}{_pair_counter[0]}"
+        self.tdir = tdir
+        self.local = local or h.TunnelStore(tdir, f"{self.name}-local", fmt=fmt, separator=local_sep,
+                                            extra_conf=FAST)
+        self.remote = remote or h.TunnelStore(tdir, f"{self.name}-remote", fmt=fmt, separator=remote_sep,
+                                              extra_conf=FAST)
+        self.local_ref, self.remote_ref = local_ref, remote_ref
+        self.db = os.path.join(tdir.path, f"{self.name}.db")
+        self.config = os.path.join(tdir.path, f"{self.name}.ini")
+        self.xdg = tdir.sub(f"{self.name}-xdg")
+        self.default = dict(default or {})
+        self.local_opts = dict(local_opts or {})
+        self.remote_opts = dict(remote_opts or {})
+        self.remote_command = remote_command
+        self.local_command = local_command
+        self.write_config()
+
+    def write_config(self, **changes):
+        """(Re)writes the config; changes: default=, local_opts=, remote_opts=,
+        local_command=, remote_command= (a tunnel command instead of the
+        store's own; None: back to it) replace the stored ones."""
+        for k, v in changes.items():
+            setattr(self, k, v)
+        default = {"database": self.db}
+        default.update(self.default)
+        # Dovecot's own log lines go to the store's log file, not to
+        # interimap's stderr (which the tests read for error messages).
+        local = self.local.section(command=f"{self.local.command} 2>>{self.local.log_path}")
+        if self.local_command:
+            local["command"] = self.local_command
+        if self.local_ref:
+            local["list-reference"] = self.local_ref
+        local.update(self.local_opts)
+        remote = self.remote.section(command=f"{self.remote.command} 2>>{self.remote.log_path}")
+        if self.remote_command:
+            remote["command"] = self.remote_command
+        if self.remote_ref:
+            remote["list-reference"] = self.remote_ref
+        remote.update(self.remote_opts)
+        with open(self.config, "w") as f:
+            f.write(h.ini_text({"local": local, "remote": remote}, default))
+        return self.config
+
+    def env(self):
+        return {"XDG_DATA_HOME": os.path.join(self.xdg, "data"),
+                "XDG_CONFIG_HOME": os.path.join(self.xdg, "config")}
+
+    def run(self, *args, binary=None, timeout=60):
+        return run(self.config, *args, binary=binary, timeout=timeout, env=self.env())
+
+    def sync(self, *args, binary=None, timeout=60):
+        """A run that must succeed."""
+        return assert_ok(self.run(*args, binary=binary, timeout=timeout))
+
+    def spawn(self, *args, binary=None):
+        return spawn(self.config, *args, binary=binary, env=self.env())
+
+    def seed(self, side, spec, create=True):
+        """Appends {db name: [(message bytes, flags)]} to a side (creating
+        the mailboxes unless INBOX); returns {db name: Counter(flags, sha)}."""
+        store = self.local if side == "local" else self.remote
+        expect = {}
+        with Seeder(store) as s:
+            for dbname, msgs in spec.items():
+                name = self.from_db(side, dbname)
+                if create and dbname.upper() != "INBOX":
+                    s.create(name)
+                for msg, flags in msgs:
+                    s.append(name, msg, flags)
+                expect[dbname] = counter(*msgs)
+        return expect
+
+    # names -----------------------------------------------------------------
+    def _delim(self, store):
+        return store.separator
+
+    def to_db(self, side, name):
+        """A store's mailbox name -> the database form (NUL as delimiter),
+        or None when outside this pair's list-reference."""
+        store, ref = (self.local, self.local_ref) if side == "local" else (self.remote, self.remote_ref)
+        if name.upper() == "INBOX" and not ref:
+            return "INBOX"
+        if ref:
+            if not name.startswith(ref):
+                return None
+            name = name[len(ref):]
+        return name.replace(store.separator, "\0")
+
+    def from_db(self, side, dbname):
+        store, ref = (self.local, self.local_ref) if side == "local" else (self.remote, self.remote_ref)
+        return ref + dbname.replace("\0", store.separator)
+
+    def side_snapshot(self, side, names=None):
+        """{db name: {uid: (flags, sha)}} of a side (mailboxes under its reference)."""
+        store = self.local if side == "local" else self.remote
+        if names is not None:
+            snap = snapshot(store, [self.from_db(side, n) for n in names])
+        else:
+            snap = snapshot(store)
+        out = {}
+        for name, msgs in snap.items():
+            dbname = self.to_db(side, name)
+            if dbname is not None:
+                out[dbname] = msgs
+        return out
+
+    # the convergence check ----------------------------------------------
+    def check(self, mailboxes=None, expect=None, subscriptions=True, allow_duplicates=False):
+        """The convergence check.  For each mailbox (every selectable one
+        on either side, or the given database names): both sides hold the
+        same multiset of (flags without \\Recent, body SHA-256), and the
+        database maps exactly those messages (each lUID exists locally,
+        each rUID remotely, with the same body; every message is mapped
+        once).  expect: {db name: Counter of (flags, sha)} that each side
+        must hold exactly (nothing lost, nothing duplicated).
+        subscriptions: the subscribed sets of both sides agree.
+        allow_duplicates: accept extra copies of expected messages (for
+        the reference, which duplicates after some interruptions).
+        Returns (local snapshot, remote snapshot, db)."""
+        lsnap = self.side_snapshot("local", mailboxes)
+        rsnap = self.side_snapshot("remote", mailboxes)
+        db = read_db(self.db)
+        problems = []
+        if mailboxes is None and set(lsnap) != set(rsnap):
+            problems.append(f"mailbox lists differ: local only {sorted(set(lsnap) - set(rsnap))!r}, "
+                            f"remote only {sorted(set(rsnap) - set(lsnap))!r}")
+        by_name = {name: idx for idx, (name, _) in db["mailboxes"].items()}
+        for name in sorted(set(lsnap) & set(rsnap)):
+            lm, rm = lsnap[name], rsnap[name]
+            if multiset(lm) != multiset(rm):
+                problems.append(f"{name!r}: contents differ: local {_describe(lm)} remote {_describe(rm)}")
+            idx = by_name.get(name)
+            if idx is None:
+                if lm or rm:
+                    problems.append(f"{name!r}: not in the database (mailboxes table)")
+                continue
+            mapping = db["mapping"].get(idx, [])
+            lu = collections.Counter(l for l, _ in mapping)
+            ru = collections.Counter(r for _, r in mapping)
+            if [u for u, n in lu.items() if n > 1] or [u for u, n in ru.items() if n > 1]:
+                problems.append(f"{name!r}: a UID mapped twice: {mapping!r}")
+            if set(lu) != set(lm):
+                problems.append(f"{name!r}: mapped lUIDs {sorted(lu)} != local UIDs {sorted(lm)}")
+            if set(ru) != set(rm):
+                problems.append(f"{name!r}: mapped rUIDs {sorted(ru)} != remote UIDs {sorted(rm)}")
+            for l, r in mapping:
+                if l in lm and r in rm and lm[l][1] != rm[r][1]:
+                    problems.append(f"{name!r}: mapping ({l}, {r}) joins different bodies")
+            if expect is not None and name in expect:
+                for side, snap in (("local", lm), ("remote", rm)):
+                    got = multiset(snap)
+                    if allow_duplicates and set(got) == set(expect[name]):
+                        dup = sum(got.values()) - sum(expect[name].values())
+                        if dup:
+                            log(f"{name!r}: {side} holds {dup} duplicate(s) (tolerated for this binary)")
+                        continue
+                    if got != expect[name]:
+                        problems.append(f"{name!r}: {side} holds {_describe(snap)}, expected "
+                                        f"{_describe_counter(expect[name])}")
+        if expect is not None:
+            for name in expect:
+                if name not in lsnap or name not in rsnap:
+                    problems.append(f"{name!r}: expected mailbox missing (local {name in lsnap}, "
+                                    f"remote {name in rsnap})")
+        if subscriptions and mailboxes is None:
+            ls = {self.to_db("local", n) for n in subscribed(self.local)} - {None}
+            rs = {self.to_db("remote", n) for n in subscribed(self.remote)} - {None}
+            if ls != rs:
+                problems.append(f"subscriptions differ: local {sorted(ls)!r} remote {sorted(rs)!r}")
+        if problems:
+            raise AssertionError(f"[{self.name}] not converged:\n  " + "\n  ".join(problems))
+        return lsnap, rsnap, db
+
+
+def _describe(msgs):
+    return _describe_counter(multiset(msgs))
+
+
+def _describe_counter(c):
+    total = sum(c.values())
+    dup = sum(n - 1 for n in c.values() if n > 1)
+    items = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))  # duplicates first
+    shown = ", ".join(f"{sha[:8]}{list(fl)}x{n}" for (fl, sha), n in items[:6])
+    more = f", ... ({len(items) - 6} more)" if len(items) > 6 else ""
+    return f"{total} messages ({dup} duplicates) [{shown}{more}]"
+
+
+def counter(*pairs):
+    """Counter of (flags tuple, sha) from (message bytes, flags) pairs."""
+    c = collections.Counter()
+    for msg, flags in pairs:
+        c[(_flags(flags), hashlib.sha256(msg).hexdigest())] += 1
+    return c
+
+
+def message(tag, i=0, size=None, body=None):
+    """A distinct small message."""
+    return h.make_message(subject=f"{tag} {i}", body=body or f"Message {tag} number {i}.\r\n", size=size)
+
+
+def merge(*expects):
+    """Sums {db name: Counter} dicts."""
+    out = {}
+    for e in expects:
+        for k, v in e.items():
+            out[k] = out.get(k, collections.Counter()) + v
+    return out
+
+
+def main(globals_):
+    """Runs the calling module's tests (verbose, each timed) after
+    require(); command-line arguments keep only the tests whose id
+    contains one of them (meson splits a script that way)."""
+    import unittest
+    require()
+    log(f"INTERIMAP={INTERIMAP}" + (" (the reference)" if is_reference() else ""))
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[globals_["__name__"]])
+    if len(sys.argv) > 1:
+        suite = unittest.TestSuite(t for t in _iter(suite) if any(a in t.id() for a in sys.argv[1:]))
+        if suite.countTestCases() == 0:
+            print(f"no test matches {sys.argv[1:]}", flush=True)
+            sys.exit(1)
+
+    class Timed(unittest.TextTestResult):
+        def startTest(self, test):
+            self._t0 = time.monotonic()
+            super().startTest(test)
+
+        def stopTest(self, test):
+            super().stopTest(test)
+            log(f"{test.id().split('.')[-1]}: {time.monotonic() - self._t0:.1f}s")
+
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout, resultclass=Timed).run(suite)
+    sys.exit(0 if result.wasSuccessful() else 1)
+
+
+def _iter(suite):
+    import unittest
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from _iter(t)
+        else:
+            yield t
