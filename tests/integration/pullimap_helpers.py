@@ -1,0 +1,332 @@
+"""Shared pieces of the test_pullimap*.py scripts: a source store (a Dovecot
+tunnel), a Dovecot daemon whose LMTP service delivers into a second store,
+a small real SMTP server (Python's smtpd, 3.11), and ways to run $PULLIMAP
+(set by meson) or the reference /usr/bin/pullimap on a config section and
+to read the statefile and the destination stores back."""
+
+import imaplib
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+PULLIMAP = os.environ.get("PULLIMAP", "")
+REFERENCE = "/usr/bin/pullimap"
+SECTION = "acct"
+
+
+def require_pullimap():
+    if not PULLIMAP or not os.access(PULLIMAP, os.X_OK):
+        h.skip(f"pullimap not found (PULLIMAP={PULLIMAP!r}); run through meson test")
+    h.require("dovecot", "doveconf", "dovecot-lmtp")
+
+
+def have_reference():
+    return os.access(REFERENCE, os.X_OK) and h.have_reference()
+
+
+def message(n, body=b"Hello.\r\n", sender=None, frm=b"Alice <alice@example.org>", extra=b""):
+    """A CRLF message whose first header is X-Test-Id: N (so the headers
+    Dovecot's LMTP prepends can be cut off)."""
+    head = b"X-Test-Id: %d\r\nFrom: %s\r\n" % (n, frm)
+    if sender is not None:
+        head += b"Sender: " + sender + b"\r\n"
+    head += b"To: bob@example.org\r\nSubject: message %d\r\nMessage-ID: <m%d@example.org>\r\n" % (n, n) + extra
+    return head + b"\r\n" + body
+
+
+def test_id(stored):
+    m = re.search(rb"^X-Test-Id: (\d+)\r?\n", stored, re.M)
+    return int(m.group(1)) if m else None
+
+
+def split_delivered(stored):
+    """(prepended headers, message as sent) of a message Dovecot's LMTP stored."""
+    i = stored.find(b"X-Test-Id: ")
+    if i < 0:
+        raise AssertionError(f"no X-Test-Id in {stored[:300]!r}")
+    return stored[:i], stored[i:]
+
+
+_shared = {}
+
+
+def shared_daemon():
+    """One Dovecot daemon with LMTP per script, with a pool of users: a
+    daemon costs about a second to stop, a user nothing.  Its stores are
+    throwaway (fsync off: the tests time delivery)."""
+    if "d" not in _shared:
+        t = h.TestDir("iit-pull-lmtp-")
+        users = {f"u{i:02d}": f"u{i:02d}-Pw1" for i in range(1, 81)}
+        d = h.DovecotDaemon(t, "lmtp", users=users, ssl=False, lmtp=True, fmt="mdbox",
+                            extra_conf="mail_fsync = never\n")
+        d.start()
+        _shared["d"] = d
+        _shared["free"] = list(users)
+    return _shared["d"]
+
+
+def new_user():
+    shared_daemon()
+    if not _shared["free"]:
+        raise h.HarnessError("the shared Dovecot ran out of users: raise the pool size")
+    return _shared["free"].pop(0)
+
+
+class Env:
+    """A test directory with a source store (a tunnel) and two fresh users,
+    `alice` and `bob`, on the shared LMTP daemon `d`."""
+
+    def __init__(self, prefix, start=True):
+        self.t = h.TestDir(prefix)
+        self.src = h.TunnelStore(self.t, "src", fmt="mdbox", extra_conf="mail_fsync = never\n")
+        self.d = shared_daemon() if start else None
+        self.alice = new_user() if start else "alice"
+        self.bob = new_user() if start else "bob"
+        self.data_home = self.t.sub("data")
+        self.config_home = self.t.sub("config")
+        self.statefile = os.path.join(self.t.path, "statefile")
+
+    def lmtp(self):
+        return f"lmtp:[127.0.0.1]:{self.d.lmtp_port}" if self.d else "lmtp:[127.0.0.1]:24"
+
+    def config(self, name=None, section=SECTION, default=None, **options):
+        # null-stderr: Dovecot's imap logs to its stderr, which is ours.
+        opts = dict(self.src.section(), **{"null-stderr": "YES"})
+        opts.update({"deliver-method": self.lmtp(), "deliver-rcpt": self.alice, "statefile": self.statefile})
+        opts.update({k.replace("_", "-"): v for k, v in options.items()})
+        opts = {k: v for k, v in opts.items() if v is not None}
+        return h.write_config(self.t, {section: opts}, default=default, name=name)
+
+    def env(self):
+        return dict(os.environ, XDG_DATA_HOME=self.data_home, XDG_CONFIG_HOME=self.config_home)
+
+    def argv(self, config, *args, exe=None, section=SECTION):
+        return [exe or PULLIMAP, f"--config={config}", *args, section]
+
+    def run(self, config, *args, exe=None, section=SECTION, timeout=120):
+        argv = self.argv(config, *args, exe=exe, section=section)
+        start = time.monotonic()
+        try:
+            r = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, env=self.env())
+            res = Result(argv, r.returncode, r.stdout, r.stderr, time.monotonic() - start)
+        except subprocess.TimeoutExpired as e:
+            res = Result(argv, "TIMEOUT", e.stdout or b"", e.stderr or b"", time.monotonic() - start)
+        return res
+
+    def spawn(self, config, *args, exe=None, section=SECTION):
+        log = open(os.path.join(self.t.path, f"spawn-{time.monotonic_ns()}.log"), "w+b")
+        p = subprocess.Popen(self.argv(config, *args, exe=exe, section=section), stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=self.env())
+        p.log = log
+        h.at_cleanup(lambda: p.poll() is None and p.kill())
+        return p
+
+    def seed(self, messages, date=None):
+        """Appends to the source INBOX; returns the UIDs."""
+        if date is None:
+            return self.src.append_many("INBOX", messages)
+        return [self.src.append("INBOX", m, date=date) for m in messages]
+
+    def state(self, path=None):
+        """The statefile as a list of 32-bit big-endian integers, or None."""
+        try:
+            with open(path or self.statefile, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        assert len(data) % 4 == 0, data
+        return list(struct.unpack(f">{len(data) // 4}I", data))
+
+    def write_state(self, values, path=None):
+        with open(path or self.statefile, "wb") as f:
+            f.write(struct.pack(f">{len(values)}I", *values))
+
+    def source(self):
+        """{uid: (sorted flags, body)} of the source INBOX."""
+        return self.src.messages("INBOX")
+
+    def imap(self, user=None):
+        """An imaplib connection to the daemon as `user` (default alice)."""
+        m = imaplib.IMAP4(self.d.host, self.d.imap_port, timeout=60)
+        user = user or self.alice
+        m.login(user, self.d.users[user])
+        return m
+
+    def inbox(self, user=None):
+        """[stored bytes] of user's INBOX on the LMTP daemon, by UID."""
+        m = self.imap(user)
+        try:
+            typ, data = m.select("INBOX", readonly=True)
+            if typ != "OK" or int(data[0]) == 0:
+                return []
+            typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[])")
+            got = h._parse_fetch(data)
+            return [got[uid][1] for uid in sorted(got)]
+        finally:
+            m.logout()
+
+    def delivered_ids(self, user=None):
+        return [test_id(s) for s in self.inbox(user)]
+
+
+class Result:
+    def __init__(self, argv, rc, out, err, seconds):
+        self.argv, self.rc, self.seconds = argv, rc, seconds
+        self.out = out.decode("utf-8", "replace")
+        self.err = err.decode("utf-8", "replace")
+
+    def describe(self):
+        return (f"$ {' '.join(self.argv)}\nexit {self.rc} after {self.seconds:.1f}s\n--- stdout\n{self.out}"
+                f"--- stderr\n{self.err[-6000:]}---")
+
+    def error_lines(self):
+        return [l for l in self.err.splitlines() if "ERROR" in l]
+
+
+def wait_for(pred, timeout, what, step=0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def stop(p, sig=signal.SIGTERM, timeout=10):
+    p.send_signal(sig)
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise AssertionError(f"pullimap did not exit within {timeout}s of signal {sig}")
+
+
+def output(p):
+    p.log.seek(0)
+    return p.log.read().decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------
+# A real SMTP server: Python's smtpd (3.11) in a child process, recording
+# each message with its envelope, the EHLO names and the command batches.
+
+SMTPD = r'''
+import asyncore, json, os, sys, warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+import smtpd
+
+opts = json.loads(sys.argv[1])
+spool = opts["spool"]
+counter = [0]
+
+def log(name, line):
+    with open(os.path.join(spool, name), "a") as f:
+        f.write(line + "\n")
+
+class Channel(smtpd.SMTPChannel):
+    def recv(self, n):
+        data = super().recv(n)
+        if data.startswith(b"MAIL FROM:"):
+            log("batches.log", ",".join(l.split(b" ")[0].split(b":")[0].decode()
+                                       for l in data.split(b"\r\n") if l))
+        return data
+
+    def smtp_EHLO(self, arg):
+        log("ehlo.log", arg)
+        self._set_rset_state()
+        self.seen_greeting = arg
+        self.extended_smtp = True
+        self.push("250-%s" % self.fqdn)
+        self.push("250-PIPELINING")
+        self.push("250-8BITMIME")
+        self.push("250 HELP")
+
+class Server(smtpd.SMTPServer):
+    channel_class = Channel
+
+    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+        if opts.get("refuse_body") and opts["refuse_body"].encode() in data:
+            return "554 5.7.1 Message refused: it says %s" % opts["refuse_body"]
+        counter[0] += 1
+        base = os.path.join(spool, "msg-%05d" % counter[0])
+        with open(base + ".eml", "wb") as f:
+            f.write(data)
+        with open(base + ".json", "w") as f:
+            json.dump({"from": mailfrom, "rcpt": rcpttos, "options": kwargs.get("mail_options", [])}, f)
+        return None
+
+server = Server(("127.0.0.1", opts["port"]), None, decode_data=False, data_size_limit=64 * 1024 * 1024)
+open(os.path.join(spool, "ready"), "w").close()
+asyncore.loop(timeout=0.2)
+'''
+
+
+def have_smtpd():
+    try:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import smtpd  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+class Smtpd:
+    _count = 0
+
+    def __init__(self, t, **opts):
+        Smtpd._count += 1
+        self.spool = t.sub(f"smtpd-{Smtpd._count}")
+        script = t.file("smtpd_server.py", SMTPD)
+        for _ in range(4):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.port = s.getsockname()[1]
+            ready = os.path.join(self.spool, "ready")
+            self.process = h.Process([sys.executable, script, json.dumps(dict(opts, spool=self.spool, port=self.port))],
+                                     "smtpd", log_path=os.path.join(self.spool, "stderr.log"))
+            deadline = time.monotonic() + 15
+            while not os.path.exists(ready) and self.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if os.path.exists(ready):
+                return
+            self.process.stop()
+        raise h.HarnessError("smtpd did not start")
+
+    def method(self):
+        return f"smtp:[127.0.0.1]:{self.port}"
+
+    def lines(self, name):
+        try:
+            with open(os.path.join(self.spool, name)) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def messages(self):
+        """[(envelope dict, data bytes)]: smtpd keeps the data with LF line
+        ends and without the final line end."""
+        out = []
+        for name in sorted(os.listdir(self.spool)):
+            if name.endswith(".eml"):
+                with open(os.path.join(self.spool, name), "rb") as f:
+                    data = f.read()
+                with open(os.path.join(self.spool, name[:-4] + ".json")) as f:
+                    out.append((json.load(f), data))
+        return out
+
+    def stop(self):
+        self.process.stop()
