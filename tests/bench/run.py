@@ -1,0 +1,1178 @@
+#!/usr/bin/env python3
+"""Benchmark: our interimap/pullimap against the reference (Debian's 0.5.7).
+
+    python3 tests/bench/run.py [--quick] [--scenarios a,b,...] [--ours PATH]
+                               [--ours-pullimap PATH] [--reps N] [--json FILE]
+
+Both programs run on identical copies of the same generated data (Dovecot
+stores reached through `doveadm exec imap` tunnels, remote mdbox, local
+maildir), alternating, --reps times each (3; --quick: 1 and smaller
+data where noted), and the medians are printed with the ratio
+ours/reference, the floor (what the two Dovecot processes alone need for
+the same work, driven by a minimal pipelined Python client) and whether
+each target of issue 6 holds.  Raw results go to --json.
+
+Measures, per run: wall time; CPU time (user+sys) of the sync process
+alone (read from /proc/PID/stat while it is a zombie, so the tunnels'
+Dovecot processes it reaped are not counted); peak RSS (VmHWM, sampled
+every 10 ms); bytes exchanged with each server (Dovecot's own in=/out=
+counters from its logout line: no relay in the data path; --relay adds a
+counting relay to cross-check them).
+
+Runs as root or as a normal user (as root the stores belong to the test
+user, like the integration tests).  Stores live in /dev/shm when it
+exists (--tmpdir), so that disk latency does not drown the programs'.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+
+import harness as h  # noqa: E402
+import rawimap as ri  # noqa: E402
+import gen  # noqa: E402
+
+REF_INTERIMAP = "/usr/bin/interimap"
+REF_PULLIMAP = "/usr/bin/pullimap"
+MiB = 1024 * 1024
+
+ALL_SCENARIOS = ["first-copy", "noop", "incremental", "noop-200", "mailbox-2000", "mailbox-20000",
+                 "watch-idle", "pullimap"]
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def loadavg():
+    return round(os.getloadavg()[0], 2)
+
+
+# ---------------------------------------------------------------------------
+# Measuring one process
+
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+def measure(argv, env, log_path, timeout=1800, on_start=None):
+    """Runs argv to completion.  Returns wall, cpu (user+sys of the process
+    itself), cpu_tree (wait4's, with the children it reaped), rss_kib (VmHWM),
+    rss_wait4_kib and rc."""
+    out = open(log_path, "ab")
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
+    out.close()
+    pid = p.pid
+    hwm = [0]
+    stop = threading.Event()
+    killed = [False]
+
+    def sampler():
+        path = f"/proc/{pid}/status"
+        while not stop.is_set():
+            try:
+                with open(path, "rb") as f:
+                    for line in f:
+                        if line.startswith(b"VmHWM:"):
+                            hwm[0] = max(hwm[0], int(line.split()[1]))
+                            break
+            except OSError:
+                pass
+            if time.monotonic() - t0 > timeout and not killed[0]:
+                killed[0] = True
+                os.kill(pid, signal.SIGKILL)
+            stop.wait(0.01)
+    th = threading.Thread(target=sampler, daemon=True)
+    th.start()
+    if on_start:
+        on_start(p)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    t1 = time.monotonic()
+    stop.set()
+    th.join()
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    utime, stime = int(fields[11]) / _CLK, int(fields[12]) / _CLK
+    minflt = int(fields[7])
+    _, status, ru = os.wait4(pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return {"wall": t1 - t0, "cpu": utime + stime, "user": utime, "sys": stime,
+            "cpu_tree": ru.ru_utime + ru.ru_stime, "rss_kib": hwm[0], "rss_wait4_kib": ru.ru_maxrss,
+            "minflt": minflt, "rc": -9 if killed[0] else p.returncode}
+
+
+def proc_cpu(pid):
+    """CPU time of a live process, all threads, in ns precision (schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError):
+            pass
+    return total / 1e9
+
+
+def children_cpu():
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def with_dovecot_cpu(fn):
+    """Runs a floor function; adds the CPU time of the Dovecot processes it
+    started and reaped (its tunnels)."""
+    def wrapped(*a, **kw):
+        c0 = children_cpu()
+        r = fn(*a, **kw)
+        r["dovecot_cpu"] = children_cpu() - c0
+        return r
+    return wrapped
+
+
+def dovecot_bytes(path):
+    """Sum of in= and out= over the logout lines of a tunnel's stderr log."""
+    total, n = 0, 0
+    try:
+        with open(path, errors="replace") as f:
+            for m in re.finditer(r" in=(\d+) out=(\d+)", f.read()):
+                total += int(m.group(1)) + int(m.group(2))
+                n += 1
+    except FileNotFoundError:
+        pass
+    return total if n else None
+
+
+def relay_bytes(path):
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        return d["c2s"] + d["s2c"]
+    except (OSError, ValueError):
+        return None
+
+
+def last_error(log_path):
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
+        return lines[-1][:200] if lines else ""
+    except FileNotFoundError:
+        return ""
+
+
+# ---------------------------------------------------------------------------
+# Stores, snapshots, configurations
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        if args.tmpdir:
+            os.environ["INTERIMAP_TEST_TMPDIR"] = args.tmpdir
+        self.tdir = h.TestDir("ibench-")
+        self.root = self.tdir.path
+        self.snaps = self.tdir.sub("snapshots")
+        self.logs = self.tdir.sub("logs")
+        self.home = self.tdir.sub("home")
+        self.run_no = 0
+        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.home,
+                    "XDG_CONFIG_HOME": os.path.join(self.home, ".config"),
+                    "XDG_DATA_HOME": os.path.join(self.home, ".local/share"), "LANG": "C.UTF-8"}
+        self.impls = {"ours": args.ours, "reference": REF_INTERIMAP}
+        self.pull_impls = {"ours": args.ours_pullimap, "reference": REF_PULLIMAP}
+
+    def store(self, name, fmt):
+        return h.TunnelStore(self.tdir, name, fmt=fmt, compress=False)
+
+    # Snapshots are copies of a store's mail directory (and of a database).
+    def snap(self, key, stores, db=None):
+        d = os.path.join(self.snaps, key)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        for s in stores:
+            if os.path.exists(s.mail):
+                subprocess.run(["cp", "-a", s.mail, os.path.join(d, s.name)], check=True)
+        if db and os.path.exists(db):
+            shutil.copy2(db, os.path.join(d, "db"))
+
+    def restore(self, key, stores, db=None):
+        d = os.path.join(self.snaps, key)
+        for s in stores:
+            shutil.rmtree(s.mail, ignore_errors=True)
+            src = os.path.join(d, s.name)
+            if os.path.exists(src):
+                subprocess.run(["cp", "-a", src, s.mail], check=True)
+        if db is not None:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                try:
+                    os.unlink(db + suffix)
+                except FileNotFoundError:
+                    pass
+            if os.path.exists(os.path.join(d, "db")):
+                shutil.copy2(os.path.join(d, "db"), db)
+
+    def next_logs(self, label):
+        self.run_no += 1
+        base = os.path.join(self.logs, f"{self.run_no:03d}-{label}")
+        return base
+
+    def tunnel_command(self, store, base, side):
+        cmd = f"{store.doveadm_command} 2>>{base}-{side}.log"
+        if self.args.relay:
+            cmd = f"{sys.executable} {os.path.join(HERE, 'relay.py')} {base}-{side}.json -- {cmd}"
+        return cmd
+
+    def interimap_config(self, base, local, remote, db):
+        sections = {"local": {"type": "tunnel", "command": self.tunnel_command(local, base, "local")},
+                    "remote": {"type": "tunnel", "command": self.tunnel_command(remote, base, "remote")}}
+        path = base + ".conf"
+        with open(path, "w") as f:
+            f.write(h.ini_text(sections, {"database": db}))
+        return path
+
+    def run_interimap(self, impl, label, local, remote, db, extra=(), timeout=1800):
+        base = self.next_logs(f"{label}-{impl}")
+        conf = self.interimap_config(base, local, remote, db)
+        argv = [self.impls[impl], f"--config={conf}"] + list(extra)
+        r = measure(argv, self.env, base + ".out", timeout=timeout)
+        r["bytes_local"] = dovecot_bytes(base + "-local.log")
+        r["bytes_remote"] = dovecot_bytes(base + "-remote.log")
+        if self.args.relay:
+            r["relay_bytes_local"] = relay_bytes(base + "-local.json")
+            r["relay_bytes_remote"] = relay_bytes(base + "-remote.json")
+        r["load"] = loadavg()
+        if r["rc"] != 0:
+            r["error"] = last_error(base + ".out")
+            log(f"{impl} {label}: exit {r['rc']}: {r['error']} (see {base}.out)")
+        return r
+
+
+# ---------------------------------------------------------------------------
+# Floors: the same work done by a minimal pipelined client
+
+@with_dovecot_cpu
+def floor_noop(bench, local, remote):
+    """Start both tunnels, one LIST-STATUS each, LOGOUT."""
+    base = bench.next_logs("floor-noop")
+    t0 = time.monotonic()
+    tl = ri.Tunnel(local.doveadm_command, base + "-local.log")
+    tr = ri.Tunnel(remote.doveadm_command, base + "-remote.log")
+    cmd = b'LIST "" "*" RETURN (STATUS (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ))'
+    a, b = tl.command(cmd), tr.command(cmd)
+    tl.wait([a])
+    tr.wait([b])
+    a, b = tl.command(b"LOGOUT"), tr.command(b"LOGOUT")
+    tl.wait([a])
+    tr.wait([b])
+    tl.close()
+    tr.close()
+    wall = time.monotonic() - t0
+    return {"wall": wall, "bytes_local": dovecot_bytes(base + "-local.log"),
+            "bytes_remote": dovecot_bytes(base + "-remote.log"), "load": loadavg()}
+
+
+MULTIAPPEND_BATCH = 500
+
+
+@with_dovecot_cpu
+def floor_copy(bench, local, remote):
+    """A pipelined FETCH of every message (flags, date, body) from remote,
+    each one streamed to local as it arrives, as part of a MULTIAPPEND
+    (LITERAL+) of up to MULTIAPPEND_BATCH messages."""
+    base = bench.next_logs("floor-copy")
+    t0 = time.monotonic()
+    tr = ri.Tunnel(remote.doveadm_command, base + "-remote.log")
+    tl = ri.Tunnel(local.doveadm_command, base + "-local.log")
+    boxes = [n for n, flags in ri.list_mailboxes(tr) if b"\\noselect" not in [f.lower() for f in flags]
+             and b"\\nonexistent" not in [f.lower() for f in flags]]
+    tags = [tl.command(b"CREATE " + ri.quote(n)) for n in boxes if n.upper() != b"INBOX"]
+    tl.wait(tags)
+    failures = []
+
+    def drain():
+        try:
+            while True:
+                line, _ = tl.read_response()
+                if line.startswith(b"* "):
+                    continue
+                tag, _, rest = line.partition(b" ")
+                if not rest.startswith(b"OK"):
+                    failures.append(line)
+                if tag == b"done":
+                    return
+        except Exception as e:
+            failures.append(repr(e))
+    th = threading.Thread(target=drain)
+    th.start()
+    sel = {}
+    for n in boxes:
+        sel[tr.command(b"SELECT " + ri.quote(n))] = n
+        tr.command(b"UID FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[])")
+    current = [None]
+    last = tr.tag
+    count = [0]
+    batch = {"box": None, "n": 0}  # the MULTIAPPEND being streamed to local
+    while True:
+        line, lits = tr.read_response()
+        if line.startswith(b"* ") and lits and b" FETCH " in line[:40]:
+            meta = ri.parse_fetch(line)
+            if batch["box"] != current[0] or batch["n"] >= MULTIAPPEND_BATCH:
+                head = b"\r\n" if batch["box"] is not None else b""
+                tl.send(head + tl.next_tag() + b" APPEND " + ri.quote(current[0]))
+                batch["box"], batch["n"] = current[0], 0
+            msg = lits[-1]
+            tl.send(b" (" + b" ".join(meta["flags"]) + b") \"" + meta["date"] + b"\" {%d+}\r\n" % len(msg) + msg)
+            batch["n"] += 1
+            count[0] += 1
+            continue
+        if line.startswith(b"*"):
+            continue
+        tag, _, rest = line.partition(b" ")
+        if not rest.startswith(b"OK"):
+            raise ri.ImapError(f"floor FETCH: {line!r}")
+        if tag in sel:
+            current[0] = sel[tag]
+        if tag == b"t%d" % last:
+            break
+    tl.send((b"\r\n" if batch["box"] is not None else b"") + b"done NOOP\r\n")
+    th.join()
+    if failures:
+        raise ri.ImapError(f"floor APPEND: {failures[0]!r}")
+    tl.logout()
+    tr.logout()
+    wall = time.monotonic() - t0
+    return {"wall": wall, "messages": count[0], "bytes_local": dovecot_bytes(base + "-local.log"),
+            "bytes_remote": dovecot_bytes(base + "-remote.log"), "load": loadavg()}
+
+
+@with_dovecot_cpu
+def floor_copy_parts(bench, local, remote):
+    """The first copy's two halves apart: every body FETCHed into memory
+    (remote Dovecot alone), then MULTIAPPENDed from memory (local alone)."""
+    base = bench.next_logs("floor-parts")
+    tr = ri.Tunnel(remote.doveadm_command, base + "-remote.log")
+    t0 = time.monotonic()  # both halves are timed without the tunnels' start
+    boxes = [n for n, flags in ri.list_mailboxes(tr) if b"\\noselect" not in [f.lower() for f in flags]]
+    msgs = {n: [] for n in boxes}
+    for n in boxes:
+        tr.run(b"SELECT " + ri.quote(n))
+
+        def cb(line, lits, n=n):
+            if lits and b" FETCH " in line[:40]:
+                meta = ri.parse_fetch(line)
+                msgs[n].append((meta["flags"], meta["date"], lits[-1]))
+        tr.run(b"UID FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[])", cb)
+    tr.logout()
+    t1 = time.monotonic()
+    tl = ri.Tunnel(local.doveadm_command, base + "-local.log")
+    tags = [tl.command(b"CREATE " + ri.quote(n)) for n in boxes if n.upper() != b"INBOX"]
+    tl.wait(tags)
+    chunks, tags = [], []
+    for n in boxes:
+        for i in range(0, len(msgs[n]), MULTIAPPEND_BATCH):
+            tag = tl.next_tag()
+            parts = [tag + b" APPEND " + ri.quote(n)]
+            for flags, date, body in msgs[n][i:i + MULTIAPPEND_BATCH]:
+                parts.append(b" (" + b" ".join(flags) + b") \"" + date + b"\" {%d+}\r\n" % len(body) + body)
+            parts.append(b"\r\n")
+            chunks.append(b"".join(parts))
+            tags.append(tag)
+    t2 = time.monotonic()
+    tl.pipeline(chunks, tags)
+    tl.logout()
+    t3 = time.monotonic()
+    return {"fetch_wall": t1 - t0, "append_wall": t3 - t2, "load": loadavg()}
+
+
+@with_dovecot_cpu
+def floor_tunnels_only(bench, local, remote):
+    """Both tunnels started, greeting read, LOGOUT: the fixed cost of a run."""
+    t0 = time.monotonic()
+    tl = ri.Tunnel(local.doveadm_command)
+    tr = ri.Tunnel(remote.doveadm_command)
+    a, b = tl.command(b"LOGOUT"), tr.command(b"LOGOUT")
+    tl.wait([a])
+    tr.wait([b])
+    tl.close()
+    tr.close()
+    return {"wall": time.monotonic() - t0}
+
+
+def status_all(store):
+    """{mailbox: MESSAGES} through one LIST-STATUS."""
+    t = ri.Tunnel(store.command)
+    out = {}
+
+    def cb(line, lits):
+        m = re.match(rb'^\* STATUS (.*) \(MESSAGES (\d+)\)\r\n$', line)
+        if m:
+            name = lits[0] if lits else m.group(1)
+            if name.startswith(b'"'):
+                name = re.sub(rb'\\(.)', rb'\1', name[1:-1])
+            out[name.decode()] = int(m.group(2))
+    t.run(b'LIST "" "*" RETURN (STATUS (MESSAGES))', cb)
+    t.logout()
+    return out
+
+
+def check_synced(local, remote):
+    """'' when both stores hold the same mailboxes with the same counts."""
+    a, b = status_all(local), status_all(remote)
+    if a != b:
+        diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+        return f"stores differ after the sync (local, remote): {dict(list(diff.items())[:5])}"
+    return ""
+
+
+# ---------------------------------------------------------------------------
+# Scenario helpers
+
+def order(rep):
+    """Alternate who goes first."""
+    return ["ours", "reference"] if rep % 2 == 0 else ["reference", "ours"]
+
+
+def mailbox_plan(n_boxes, per_box):
+    names = ["INBOX", "Sent", "Drafts", "Archive", "Archive/2024", "Archive/2025", "Lists",
+             "Lists/dev", "Lists/announce", "Work", "Work/Projects", "Work/Reports", "Family",
+             "Travel", "Receipts", "Newsletters", "Notifications", "Friends", "Spam", "Trash"]
+    while len(names) < n_boxes:
+        names.append(f"Folders/f{len(names):03d}")
+    return {n: per_box for n in names[:n_boxes]}
+
+
+def seed_template(bench, key, plan, seed_tag, remote, local):
+    t0 = time.monotonic()
+    g = gen.Generator(bench.args.seed)
+    sizes = gen.seed(remote.command, plan, g, seed_tag, os.path.join(bench.logs, f"seed-{key}.log"))
+    bench.restore("__empty__", [local])
+    bench.snap(key, [remote, local])
+    total = sum(sizes.values())
+    n = sum(plan.values())
+    log(f"seeded {key}: {len(plan)} mailboxes, {n} messages, {total / MiB:.1f} MiB "
+        f"(avg {total / max(n, 1) / 1024:.1f} KiB) in {time.monotonic() - t0:.1f}s")
+    return {"mailboxes": len(plan), "messages": n, "bytes": total}
+
+
+class Scenario:
+    def __init__(self, name, title):
+        self.name, self.title = name, title
+        self.runs = {"ours": [], "reference": []}
+        self.floor = []
+        self.info = {}
+        self.notes = []
+        self.checks = []  # (target text, ok or None)
+
+    def med(self, who, key):
+        rs = self.floor if who == "floor" else self.runs[who]
+        vals = [r[key] for r in rs if r.get(key) is not None and r.get("rc", 0) == 0]
+        return statistics.median(vals) if vals else None
+
+    def ok(self, who):
+        return bool(self.runs[who]) and all(r.get("rc", 0) == 0 and not r.get("check") for r in self.runs[who])
+
+    def to_json(self):
+        return {"name": self.name, "title": self.title, "runs": self.runs, "floor": self.floor,
+                "info": self.info, "notes": self.notes,
+                "checks": [{"target": t, "ok": ok} for t, ok in self.checks]}
+
+
+def run_pair(bench, sc, label, prepare, local, remote, db, reps, extra=(), check=True, timeout=1800,
+             after=None):
+    """reps alternating runs of both; prepare(impl) restores the data first;
+    after(impl, rep, result) runs after each."""
+    for rep in range(reps):
+        for impl in order(rep):
+            prepare(impl)
+            r = bench.run_interimap(impl, label, local, remote, db, extra, timeout=timeout)
+            if check and r["rc"] == 0:
+                r["check"] = check_synced(local, remote)
+                if r["check"]:
+                    log(f"{impl} {label}: {r['check']}")
+            sc.runs[impl].append(r)
+            if after:
+                after(impl, rep, r)
+            log(f"{label} {impl}: wall {r['wall']:.2f}s cpu {r['cpu']:.2f}s rss {r['rss_kib'] / 1024:.1f}MiB "
+                f"bytes L {r['bytes_local']} R {r['bytes_remote']} rc {r['rc']} load {r['load']}")
+
+
+def run_floor(bench, sc, fn, prepare, reps):
+    for _ in range(reps):
+        prepare()
+        try:
+            r = fn()
+            sc.floor.append(r)
+            log(f"{sc.name} floor: wall {r['wall']:.2f}s")
+        except Exception as e:
+            sc.notes.append(f"floor failed: {e}")
+            log(f"{sc.name} floor failed: {e}")
+            return
+
+
+# ---------------------------------------------------------------------------
+# Scenarios
+
+class Context:
+    """Stores and snapshots shared between scenarios."""
+
+    def __init__(self, bench):
+        self.bench = bench
+        self.stores = {}
+        self.seeded = {}
+
+    def pair(self, key):
+        if key not in self.stores:
+            b = self.bench
+            remote = b.store(f"{key}-remote", "mdbox")
+            local = b.store(f"{key}-local", "maildir")
+            if not os.path.exists(os.path.join(b.snaps, "__empty__")):
+                os.makedirs(os.path.join(b.snaps, "__empty__"))
+            self.stores[key] = (local, remote, os.path.join(b.root, f"{key}.db"))
+        return self.stores[key]
+
+    def template(self, key, plan, tag):
+        local, remote, db = self.pair(key)
+        if key not in self.seeded:
+            self.seeded[key] = seed_template(self.bench, key, plan, tag, remote, local)
+        return local, remote, db
+
+    def synced(self, key, impl, plan, tag):
+        """Snapshot '<key>-synced-<impl>': after a first copy by impl (made now
+        when no earlier scenario left one)."""
+        local, remote, db = self.template(key, plan, tag)
+        snap = f"{key}-synced-{impl}"
+        if not os.path.exists(os.path.join(self.bench.snaps, snap)):
+            self.bench.restore(key, [remote, local], db)
+            r = self.bench.run_interimap(impl, f"{key}-initial", local, remote, db)
+            if r["rc"] != 0:
+                return None
+            self.bench.snap(snap, [remote, local], db)
+        return snap
+
+
+def sc_first_copy(ctx, name, key, plan, tag, title):
+    b = ctx.bench
+    sc = Scenario(name, title)
+    local, remote, db = ctx.template(key, plan, tag)
+    sc.info.update(ctx.seeded[key])
+    sc.info["load_start"] = loadavg()
+
+    def keep(impl, rep, r):
+        # the state after each one's last first copy, for the no-op,
+        # incremental and watch scenarios
+        if rep == b.args.reps - 1 and r["rc"] == 0 and not r.get("check"):
+            b.snap(f"{key}-synced-{impl}", [remote, local], db)
+    run_pair(b, sc, name, lambda impl: b.restore(key, [remote, local], db), local, remote, db, b.args.reps,
+             after=keep)
+    run_floor(b, sc, lambda: floor_copy(b, local, remote), lambda: b.restore(key, [remote, local], db),
+              b.args.reps)
+    try:
+        b.restore(key, [remote, local], db)
+        parts = floor_copy_parts(b, local, remote)
+        sc.info["floor_fetch_only_s"] = round(parts["fetch_wall"], 3)
+        sc.info["floor_append_only_s"] = round(parts["append_wall"], 3)
+        log(f"{name} floor parts: fetch {parts['fetch_wall']:.2f}s, append {parts['append_wall']:.2f}s")
+    except Exception as e:
+        sc.notes.append(f"floor parts failed: {e}")
+    sc.info["load_end"] = loadavg()
+    return sc
+
+
+def sc_noop(ctx, name, key, plan, tag, title):
+    b = ctx.bench
+    sc = Scenario(name, title)
+    local, remote, db = ctx.template(key, plan, tag)
+    snaps = {impl: ctx.synced(key, impl, plan, tag) for impl in ("ours", "reference")}
+    sc.info.update(ctx.seeded[key])
+    sc.info["load_start"] = loadavg()
+    for rep in range(b.args.reps):
+        for impl in order(rep):
+            if snaps[impl] is None:
+                sc.runs[impl].append({"rc": "no synced state (first copy failed)", "wall": None})
+                continue
+            b.restore(snaps[impl], [remote, local], db)
+            r = b.run_interimap(impl, name, local, remote, db)
+            sc.runs[impl].append(r)
+            log(f"{name} {impl}: wall {r['wall']:.3f}s cpu {r['cpu']:.3f}s bytes L {r['bytes_local']} "
+                f"R {r['bytes_remote']} rc {r['rc']}")
+    snap = snaps["reference"] or snaps["ours"]
+    if snap:
+        run_floor(b, sc, lambda: floor_noop(b, local, remote), lambda: b.restore(snap, [remote, local]),
+                  b.args.reps)
+        walls = []
+        for _ in range(b.args.reps):
+            walls.append(floor_tunnels_only(b, local, remote)["wall"])
+        sc.info["tunnel_start_only_s"] = round(statistics.median(walls), 3)
+    sc.info["load_end"] = loadavg()
+    return sc
+
+
+def apply_changes(store, seed, side, boxes, new_per_box=20):
+    """Flag changes (5%), expunges (2%) and new messages in `boxes`, chosen
+    by Message-ID so that two stores with the same messages under different
+    UIDs get the same changes."""
+    import random
+    t = ri.Tunnel(store.command)
+    try:
+        for box in boxes:
+            rng = random.Random(f"{seed}-{side}-{box}")
+            t.run(b"SELECT " + ri.quote(box))
+            ids = {}
+
+            def cb(line, lits):
+                if lits and b" FETCH " in line[:40]:
+                    m = re.search(rb"<([^>]+)>", lits[-1])
+                    uid = ri.parse_fetch(line)["uid"]
+                    if m and uid:
+                        ids[m.group(1)] = uid
+            t.run(b"UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])", cb)
+            keys = sorted(ids)
+            tags = []
+            for k in rng.sample(keys, len(keys) // 20):
+                op = rng.choice([b"+FLAGS.SILENT (\\Seen)", b"-FLAGS.SILENT (\\Seen)", b"+FLAGS.SILENT (\\Flagged)",
+                                 b"+FLAGS.SILENT (work)", b"-FLAGS.SILENT (\\Answered $Forwarded)"])
+                tags.append(t.command(b"UID STORE %d " % ids[k] + op))
+            t.wait(tags)
+            gone = sorted(ids[k] for k in rng.sample(keys, len(keys) // 50))
+            if gone:
+                uidset = b",".join(b"%d" % u for u in gone)
+                t.run(b"UID STORE " + uidset + b" +FLAGS.SILENT (\\Deleted)")
+                t.run(b"UID EXPUNGE " + uidset)
+            t.run(b"UNSELECT")
+            g = gen.Generator(seed)
+            g.rng = rng
+            chunks, tags = [], []
+            for i in range(new_per_box):
+                msg, flags, date = g.message(f"inc.{side}.{box}.{i}".replace("/", "_"))
+                tag, data = t.append_cmd(box, msg, flags, date)
+                chunks.append(data)
+                tags.append(tag)
+            t.pipeline(chunks, tags)
+    finally:
+        t.logout()
+
+
+def sc_incremental(ctx, name, key, plan, tag, title):
+    b = ctx.bench
+    sc = Scenario(name, title)
+    local, remote, db = ctx.template(key, plan, tag)
+    boxes = list(plan)[:10]
+    snaps = {}
+    for impl in ("ours", "reference"):
+        s = ctx.synced(key, impl, plan, tag)
+        if s is None:
+            snaps[impl] = None
+            continue
+        b.restore(s, [remote, local], db)
+        apply_changes(remote, b.args.seed, "remote", boxes)
+        apply_changes(local, b.args.seed, "local", boxes)
+        snaps[impl] = f"{key}-incremental-{impl}"
+        b.snap(snaps[impl], [remote, local], db)
+    sc.info.update(ctx.seeded[key])
+    sc.info["changes"] = ("10 mailboxes, on each side: 5% of messages with a flag change, 2% expunged, "
+                          "20 new messages")
+    sc.info["load_start"] = loadavg()
+    for rep in range(b.args.reps):
+        for impl in order(rep):
+            if snaps[impl] is None:
+                sc.runs[impl].append({"rc": "no synced state (first copy failed)", "wall": None})
+                continue
+            b.restore(snaps[impl], [remote, local], db)
+            r = b.run_interimap(impl, name, local, remote, db)
+            if r["rc"] == 0:
+                r["check"] = check_synced(local, remote)
+            sc.runs[impl].append(r)
+            log(f"{name} {impl}: wall {r['wall']:.3f}s cpu {r['cpu']:.3f}s rc {r['rc']} {r.get('check', '')}")
+    snap = snaps["reference"] or snaps["ours"]
+    if snap:
+        run_floor(b, sc, lambda: floor_noop(b, local, remote), lambda: b.restore(snap, [remote, local]),
+                  b.args.reps)
+        sc.notes.append("floor: the no-op floor (tunnels + one LIST-STATUS each), a lower bound only")
+    sc.info["load_end"] = loadavg()
+    return sc
+
+
+def sc_watch(ctx, name, key, plan, tag, title):
+    """--watch=1 on a synced no-op state, for a fixed time: CPU and bytes per
+    poll (polls counted as bursts of client writes on the remote tunnel)."""
+    b = ctx.bench
+    sc = Scenario(name, title)
+    local, remote, db = ctx.template(key, plan, tag)
+    duration = 6 if b.args.quick else 12
+    sc.notes.append("no floor: an idle poll is one LIST-STATUS per server")
+    for impl in ("reference", "ours"):
+        snap = ctx.synced(key, impl, plan, tag)
+        if snap is None:
+            sc.runs[impl].append({"rc": "no synced state", "wall": None})
+            continue
+        b.restore(snap, [remote, local], db)
+        base = b.next_logs(f"{name}-{impl}")
+        sections = {}
+        for side, store in (("local", local), ("remote", remote)):
+            cmd = (f"{sys.executable} {os.path.join(HERE, 'relay.py')} {base}-{side}.json -- "
+                   f"{store.doveadm_command} 2>>{base}-{side}.log")
+            sections[side] = {"type": "tunnel", "command": cmd}
+        conf = base + ".conf"
+        with open(conf, "w") as f:
+            f.write(h.ini_text(sections, {"database": db}))
+        out = open(base + ".out", "ab")
+        p = subprocess.Popen([b.impls[impl], f"--config={conf}", "--watch=1"], stdin=subprocess.DEVNULL,
+                             stdout=out, stderr=out, env=b.env)
+        out.close()
+
+        def bursts():
+            try:
+                with open(f"{base}-remote.json") as f:
+                    return json.load(f)["bursts"]
+            except (OSError, ValueError, KeyError):
+                return []
+        deadline = time.monotonic() + 120
+        while len(bursts()) < 2 and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if p.poll() is not None or len(bursts()) < 2:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            err = last_error(base + ".out")
+            sc.notes.append(f"{impl}: --watch not supported yet (exit {p.returncode}: {err})")
+            sc.runs[impl].append({"rc": p.returncode, "error": err, "wall": None})
+            continue
+        b0, c0, t0 = len(bursts()), proc_cpu(p.pid), time.monotonic()
+        time.sleep(duration)
+        bs, c1, t1 = bursts(), proc_cpu(p.pid), time.monotonic()
+        with open(f"/proc/{p.pid}/status") as f:
+            rss = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        polls = len(bs) - b0
+        # bytes of the complete polls in the window (the first counted burst
+        # started the window; the last may still be running)
+        done = bs[b0 - 1:len(bs) - 1]
+        local_bursts = []
+        try:
+            with open(f"{base}-local.json") as f:
+                local_bursts = json.load(f)["bursts"]
+        except (OSError, ValueError):
+            pass
+        lb = [x for x in local_bursts if done and done[0][0] - 0.2 <= x[0] <= done[-1][0] + 0.2]
+        r = {"rc": 0, "wall": t1 - t0, "polls": polls, "cpu": c1 - c0,
+             "cpu_per_poll": (c1 - c0) / polls if polls else None,
+             "bytes_remote_per_poll": sum(x[1] + x[2] for x in done) / len(done) if done else None,
+             "bytes_local_per_poll": sum(x[1] + x[2] for x in lb) / len(done) if done and lb else None,
+             "rss_kib": rss, "load": loadavg()}
+        sc.runs[impl].append(r)
+        log(f"{name} {impl}: {polls} polls in {t1 - t0:.1f}s, cpu/poll {r['cpu_per_poll']}, "
+            f"bytes/poll R {r['bytes_remote_per_poll']} L {r['bytes_local_per_poll']}")
+    return sc
+
+
+# --- pullimap
+
+@with_dovecot_cpu
+def floor_pull(source, lmtp_port, rcpt, connections=1):
+    """Pipelined UID FETCH of every body, each delivered at once through a
+    pipelined LMTP transaction (MAIL, RCPT, BDAT LAST: CHUNKING), over
+    `connections` LMTP sessions used in turn."""
+    t0 = time.monotonic()
+    tr = ri.Tunnel(source.doveadm_command)
+    sessions = []
+    for _ in range(connections):
+        s = socket.create_connection(("127.0.0.1", lmtp_port))
+        sessions.append({"sock": s, "rf": s.makefile("rb"), "n": 0, "sent": 0, "bad": [], "expected": None})
+
+    def read_reply(rf):
+        while True:
+            line = rf.readline()
+            if not line:
+                raise ri.ImapError("LMTP connection closed")
+            if line[3:4] != b"-":
+                return line
+
+    caps = b""
+    for se in sessions:
+        read_reply(se["rf"])
+        se["sock"].sendall(b"LHLO bench.example\r\n")
+        caps = read_reply(se["rf"])
+
+    def drain(se):
+        try:
+            while se["expected"] is None or se["n"] < se["expected"]:
+                line = read_reply(se["rf"])
+                se["n"] += 1
+                if not line.startswith(b"2"):
+                    se["bad"].append(line)
+        except Exception as e:
+            se["bad"].append(repr(e))
+    threads = [threading.Thread(target=drain, args=(se,)) for se in sessions]
+    for th in threads:
+        th.start()
+    tr.run(b"SELECT INBOX")
+    tag = tr.command(b"UID FETCH 1:* (UID BODY.PEEK[])")
+    n = 0
+    while True:
+        line, lits = tr.read_response()
+        if lits and line.startswith(b"* "):
+            body = lits[-1]
+            se = sessions[n % connections]
+            se["sock"].sendall(b"MAIL FROM:<>\r\nRCPT TO:<" + rcpt.encode() + b">\r\nBDAT %d LAST\r\n" % len(body)
+                               + body)
+            se["sent"] += 1
+            n += 1
+            continue
+        if line.startswith(tag + b" "):
+            break
+    for se in sessions:
+        se["expected"] = 3 * se["sent"]
+    for th in threads:
+        th.join()
+    for se in sessions:
+        se["sock"].sendall(b"QUIT\r\n")
+        se["sock"].close()
+    tr.logout()
+    bad = [b for se in sessions for b in se["bad"]]
+    if bad:
+        raise ri.ImapError(f"LMTP: {bad[0]!r}")
+    wall = time.monotonic() - t0
+    return {"wall": wall, "messages": n, "msgs_per_s": n / wall, "connections": connections,
+            "caps": caps.decode(errors="replace").strip()}
+
+
+def sc_pullimap(ctx, name, title):
+    b = ctx.bench
+    sc = Scenario(name, title)
+    count = 500 if b.args.quick else 2000
+    reps = b.args.reps
+    users = {f"u{i}": "pw" for i in range(2 * reps + reps + 1)}
+    daemon = h.DovecotDaemon(b.tdir, name="lmtpd", users=users, fmt="mdbox", ssl=False, lmtp=True)
+    daemon.start()
+    src = b.store("pull-source", "mdbox")
+    g = gen.Generator(b.args.seed)
+    t0 = time.monotonic()
+    gen.seed(src.command, {"INBOX": count}, g, "pull", os.path.join(b.logs, "seed-pull.log"))
+    b.snap("pull", [src])
+    log(f"seeded pull: {count} messages in {time.monotonic() - t0:.1f}s")
+    sc.info.update({"messages": count, "load_start": loadavg()})
+    user_iter = iter(users)
+    for rep in range(reps):
+        for impl in order(rep):
+            b.restore("pull", [src])
+            rcpt = next(user_iter)
+            base = b.next_logs(f"{name}-{impl}")
+            state = base + ".state"
+            conf = base + ".conf"
+            with open(conf, "w") as f:
+                f.write(h.ini_text({"bench": {
+                    "type": "tunnel", "command": f"{src.doveadm_command} 2>>{base}-remote.log",
+                    "deliver-method": f"lmtp:[127.0.0.1]:{daemon.lmtp_port}",
+                    "deliver-rcpt": rcpt, "statefile": state}}))
+            r = measure([b.pull_impls[impl], f"--config={conf}", "bench"], b.env, base + ".out")
+            r["bytes_remote"] = dovecot_bytes(base + "-remote.log")
+            r["load"] = loadavg()
+            if r["rc"] == 0:
+                try:
+                    m = daemon._connect(rcpt, "pw")
+                    try:
+                        typ, data = m.select("INBOX", readonly=True)
+                        got = int(data[0])
+                    finally:
+                        m.logout()
+                    if got != count:
+                        r["check"] = f"{got} messages delivered, expected {count}"
+                except Exception as e:
+                    r["check"] = f"cannot check the delivery: {e}"
+            else:
+                r["error"] = last_error(base + ".out")
+            r["msgs_per_s"] = count / r["wall"] if r["rc"] == 0 and not r.get("check") else None
+            sc.runs[impl].append(r)
+            log(f"{name} {impl}: wall {r['wall']:.2f}s cpu {r['cpu']:.2f}s rc {r['rc']} {r.get('check', '')}"
+                f"{r.get('error', '')}")
+    for _ in range(reps):
+        b.restore("pull", [src])
+        try:
+            r = floor_pull(src, daemon.lmtp_port, next(user_iter))
+            r["load"] = loadavg()
+            sc.floor.append(r)
+            log(f"{name} floor: {r['wall']:.2f}s")
+        except Exception as e:
+            sc.notes.append(f"floor failed: {e}")
+            break
+    daemon.stop()
+    sc.info["load_end"] = loadavg()
+    return sc
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+def fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if unit == "s":
+        return f"{v:.3f}" if v < 10 else f"{v:.2f}"
+    if unit == "MiB":
+        return f"{v:.1f}"
+    if unit == "KiB":
+        return f"{v:.1f}"
+    if isinstance(v, float):
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    return str(v)
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def table(sc, rows):
+    """rows: [(label, ours, reference, floor, unit)]"""
+    out = [f"== {sc.name}: {sc.title}"]
+    info = ", ".join(f"{k} {v}" for k, v in sc.info.items())
+    if info:
+        out.append(f"   ({info})")
+    hdr = f"   {'metric':<30}{'ours':>12}{'reference':>12}{'ratio':>8}{'floor':>12}{'ours/floor':>11}"
+    out.append(hdr)
+    for label, o, r, fl, unit in rows:
+        rt = ratio(o, r)
+        rf = ratio(o, fl)
+        out.append(f"   {label:<30}{fmt(o, unit):>12}{fmt(r, unit):>12}{fmt(rt) if rt else '-':>8}"
+                   f"{fmt(fl, unit):>12}{fmt(rf) if rf else '-':>11}")
+    for impl in ("ours", "reference"):
+        bad = [r for r in sc.runs[impl] if r.get("rc", 0) != 0 or r.get("check")]
+        if bad:
+            r = bad[-1]
+            out.append(f"   !! {impl}: {len(bad)}/{len(sc.runs[impl])} runs failed: rc {r.get('rc')} "
+                       f"{r.get('error', '') or r.get('check', '')}")
+    for text, ok in sc.checks:
+        out.append(f"   target {'OK  ' if ok else ('MISS' if ok is not None else 'n/a ')} {text}")
+    for n in sc.notes:
+        out.append(f"   note: {n}")
+    return "\n".join(out)
+
+
+def kib(v):
+    return v / 1024 if v is not None else None
+
+
+def std_rows(sc, with_floor_bytes=True):
+    m = sc.med
+    rows = [("wall time (s)", m("ours", "wall"), m("reference", "wall"), m("floor", "wall"), "s"),
+            ("CPU user+sys (s)", m("ours", "cpu"), m("reference", "cpu"), None, "s"),
+            ("CPU incl. reaped tunnels (s)", m("ours", "cpu_tree"), m("reference", "cpu_tree"),
+             m("floor", "dovecot_cpu"), "s"),
+            ("peak RSS (MiB)", kib(m("ours", "rss_kib")), kib(m("reference", "rss_kib")), None, "MiB"),
+            ("bytes local (KiB)", kib(m("ours", "bytes_local")), kib(m("reference", "bytes_local")),
+             kib(m("floor", "bytes_local")) if with_floor_bytes else None, "KiB"),
+            ("bytes remote (KiB)", kib(m("ours", "bytes_remote")), kib(m("reference", "bytes_remote")),
+             kib(m("floor", "bytes_remote")) if with_floor_bytes else None, "KiB")]
+    if any("relay_bytes_local" in r for r in sc.runs["ours"] + sc.runs["reference"]):
+        rows += [("relay bytes local (KiB)", kib(m("ours", "relay_bytes_local")),
+                  kib(m("reference", "relay_bytes_local")), None, "KiB"),
+                 ("relay bytes remote (KiB)", kib(m("ours", "relay_bytes_remote")),
+                  kib(m("reference", "relay_bytes_remote")), None, "KiB")]
+    return rows
+
+
+def check(sc, text, cond_fn):
+    """Records a target: True/False, or None when it cannot be judged (a
+    value is missing); False whenever one of our runs failed."""
+    try:
+        ok = bool(cond_fn())
+    except TypeError:  # a missing value
+        ok = None
+    if not sc.ok("ours"):
+        ok = False
+    sc.checks.append((text, ok))
+
+
+def evaluate(sc, extra=None):
+    m = sc.med
+    o_w, r_w, f_w = m("ours", "wall"), m("reference", "wall"), m("floor", "wall")
+    o_c, r_c = m("ours", "cpu"), m("reference", "cpu")
+    n = sc.name
+    if n in ("first-copy",):
+        check(sc, "wall <= 1/3 of the reference's", lambda: o_w <= r_w / 3)
+        check(sc, "wall <= 1.5x the floor", lambda: o_w <= 1.5 * f_w)
+        check(sc, "peak RSS < 32 MiB", lambda: m("ours", "rss_kib") < 32 * 1024)
+    if n in ("noop", "noop-200"):
+        check(sc, "wall <= 1/2 of the reference's", lambda: o_w <= r_w / 2)
+        check(sc, "wall <= 1.3x the floor", lambda: o_w <= 1.3 * f_w)
+        check(sc, "bytes exchanged <= the reference's",
+              lambda: m("ours", "bytes_local") + m("ours", "bytes_remote")
+              <= m("reference", "bytes_local") + m("reference", "bytes_remote"))
+    if n == "incremental":
+        check(sc, "wall <= 1/3 of the reference's", lambda: o_w <= r_w / 3)
+    if n in ("first-copy", "noop", "incremental", "noop-200", "mailbox-2000", "mailbox-20000", "pullimap"):
+        check(sc, "CPU <= 1/5 of the reference's", lambda: o_c <= r_c / 5)
+    if n == "watch-idle":
+        check(sc, "CPU per poll <= 1/5 of the reference's",
+              lambda: m("ours", "cpu_per_poll") <= m("reference", "cpu_per_poll") / 5)
+    if n == "pullimap":
+        check(sc, "messages/s >= 2x the reference's",
+              lambda: m("ours", "msgs_per_s") >= 2 * m("reference", "msgs_per_s"))
+    if extra:
+        extra(sc)
+
+
+def report(scs):
+    parts = []
+    by = {s.name: s for s in scs}
+    for sc in scs:
+        m = sc.med
+        if sc.name == "watch-idle":
+            rows = [("polls in window", m("ours", "polls"), m("reference", "polls"), None, ""),
+                    ("CPU per poll (ms)", ms(m("ours", "cpu_per_poll")), ms(m("reference", "cpu_per_poll")),
+                     None, ""),
+                    ("bytes remote per poll", m("ours", "bytes_remote_per_poll"),
+                     m("reference", "bytes_remote_per_poll"), None, ""),
+                    ("bytes local per poll", m("ours", "bytes_local_per_poll"),
+                     m("reference", "bytes_local_per_poll"), None, ""),
+                    ("peak RSS (MiB)", kib(m("ours", "rss_kib")), kib(m("reference", "rss_kib")), None, "MiB")]
+        elif sc.name == "pullimap":
+            rows = [("wall time (s)", m("ours", "wall"), m("reference", "wall"), m("floor", "wall"), "s"),
+                    ("messages/s", m("ours", "msgs_per_s"), m("reference", "msgs_per_s"),
+                     m("floor", "msgs_per_s"), ""),
+                    ("CPU user+sys (s)", m("ours", "cpu"), m("reference", "cpu"), None, "s"),
+                    ("peak RSS (MiB)", kib(m("ours", "rss_kib")), kib(m("reference", "rss_kib")), None, "MiB"),
+                    ("bytes IMAP server (KiB)", kib(m("ours", "bytes_remote")), kib(m("reference", "bytes_remote")),
+                     None, "KiB")]
+        else:
+            rows = std_rows(sc, with_floor_bytes=sc.name != "incremental")
+        if sc.name == "mailbox-20000" and "mailbox-2000" in by:
+            small = by["mailbox-2000"]
+
+            def rss_check(sc, small=small):
+                a, bb = small.med("ours", "rss_kib"), sc.med("ours", "rss_kib")
+                ok = None if a is None or bb is None else bb <= a * 1.10 + 1024
+                sc.checks.append((f"peak RSS for 20 000 messages ({fmt(kib(bb), 'MiB')} MiB) same as for 2 000 "
+                                  f"({fmt(kib(a), 'MiB')} MiB) (within 10% + 1 MiB)", ok if sc.ok("ours") else False))
+            evaluate(sc, rss_check)
+        else:
+            evaluate(sc)
+        parts.append(table(sc, rows))
+    return "\n\n".join(parts)
+
+
+def ms(v):
+    return v * 1000 if v is not None else None
+
+
+# ---------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one repetition, smaller data where noted")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3, --quick 1)")
+    ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
+                    help="comma-separated subset of: " + ", ".join(ALL_SCENARIOS))
+    ap.add_argument("--ours", default=None, help="our interimap (default: build dir guess)")
+    ap.add_argument("--ours-pullimap", default=None, help="our pullimap (default: next to --ours)")
+    ap.add_argument("--seed", type=int, default=20261122)
+    ap.add_argument("--json", default="bench-results.json", help="raw results (default ./bench-results.json)")
+    ap.add_argument("--tmpdir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    ap.add_argument("--relay", action="store_true", help="also count bytes through relay.py (cross-check)")
+    args = ap.parse_args()
+    if args.reps is None:
+        args.reps = 1 if args.quick else 3
+    if args.ours is None:
+        for cand in (os.environ.get("INTERIMAP_BENCH_OURS"), "/tmp/b-bench/tools/interimap/interimap",
+                     os.path.join(HERE, "..", "..", "build", "tools", "interimap", "interimap")):
+            if cand and os.access(cand, os.X_OK):
+                args.ours = os.path.abspath(cand)
+                break
+        else:
+            sys.exit("run.py: cannot find our interimap: give --ours PATH")
+    if args.ours_pullimap is None:
+        args.ours_pullimap = os.path.join(os.path.dirname(os.path.dirname(args.ours)), "pullimap", "pullimap")
+        if not os.access(args.ours_pullimap, os.X_OK):
+            args.ours_pullimap = os.path.join(os.path.dirname(args.ours), "pullimap")
+    for tool in (REF_INTERIMAP, args.ours):
+        if not os.access(tool, os.X_OK):
+            sys.exit(f"run.py: {tool}: not an executable")
+    h.require("dovecot", "doveadm", "dovecot-imap")
+    wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    for s in wanted:
+        if s not in ALL_SCENARIOS:
+            sys.exit(f"run.py: unknown scenario {s!r} (known: {', '.join(ALL_SCENARIOS)})")
+
+    bench = Bench(args)
+    ctx = Context(bench)
+    t_start = time.monotonic()
+    q = args.quick
+    p20 = mailbox_plan(20, 1000)
+    p200 = mailbox_plan(200, 20)
+    pbig = {"Big": 2000 if not q else 1000}
+    phuge = {"Big": 20000 if not q else 10000}
+    header = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(),
+              "cpus": os.cpu_count(), "load_start": loadavg(), "ours": args.ours,
+              "ours_pullimap": args.ours_pullimap, "reference": REF_INTERIMAP, "reps": args.reps,
+              "seed": args.seed, "quick": q, "tmpdir": args.tmpdir, "dovecot": subprocess.run(
+                  ["dovecot", "--version"], capture_output=True, text=True).stdout.strip()}
+    log(f"ours: {args.ours}; reference: {REF_INTERIMAP}; reps {args.reps}; data in {bench.root}")
+    results = []
+    for s in ALL_SCENARIOS:
+        if s not in wanted:
+            continue
+        log(f"--- scenario {s} (load {loadavg()})")
+        try:
+            if s == "first-copy":
+                sc = sc_first_copy(ctx, s, "m20", p20, "m20", "first copy, 20 mailboxes x 1000 messages")
+            elif s == "noop":
+                sc = sc_noop(ctx, s, "m20", p20, "m20", "no-op run, 20 mailboxes x 1000 messages")
+            elif s == "incremental":
+                sc = sc_incremental(ctx, s, "m20", p20, "m20",
+                                    "incremental: changes on both sides in 10 of the 20 mailboxes")
+            elif s == "noop-200":
+                sc = sc_noop(ctx, s, "m200", p200, "m200", "no-op run, 200 mailboxes x 20 messages")
+            elif s == "mailbox-2000":
+                sc = sc_first_copy(ctx, s, "big2k", pbig, "big2k",
+                                   f"first copy, one mailbox of {pbig['Big']} messages")
+            elif s == "mailbox-20000":
+                sc = sc_first_copy(ctx, s, "big20k", phuge, "big20k",
+                                   f"first copy, one mailbox of {phuge['Big']} messages")
+            elif s == "watch-idle":
+                sc = sc_watch(ctx, s, "m20", p20, "m20", "--watch=1 idle loop on 20 synced mailboxes")
+            elif s == "pullimap":
+                sc = sc_pullimap(ctx, s, "pullimap: INBOX to LMTP")
+        except Exception as e:
+            import traceback
+            traceback.print_exc()
+            sc = Scenario(s, "FAILED")
+            sc.notes.append(f"scenario failed: {e!r}")
+        results.append(sc)
+    header["load_end"] = loadavg()
+    header["duration_s"] = round(time.monotonic() - t_start, 1)
+    text = report(results)
+    print(f"interimap benchmark {header['date']} on {header['host']} ({header['cpus']} CPUs, "
+          f"load {header['load_start']} -> {header['load_end']}), {args.reps} rep(s), seed {args.seed}, "
+          f"{header['duration_s']} s")
+    print(f"ours: {args.ours}\nreference: {REF_INTERIMAP} (0.5.7); {header['dovecot']}; stores in {args.tmpdir}")
+    print("medians; ratio = ours/reference; floor = the two Dovecot processes driven by a minimal pipelined client\n")
+    print(text)
+    with open(args.json, "w") as f:
+        json.dump({"header": header, "scenarios": [s.to_json() for s in results]}, f, indent=1)
+    print(f"\nraw results: {os.path.abspath(args.json)}")
+
+
+if __name__ == "__main__":
+    main()
