@@ -337,22 +337,25 @@ struct PullSession::Impl {
   // purge-after days (all of them for 0).
   void purge() {
     if (!opts.purge_after) return;
-    if (known_next <= 1) return;
-    UidSet set = UidSet::range(1, known_next - 1);
     const uint32_t days = *opts.purge_after;
-    if (days != 0) {
-      const auto now = std::chrono::steady_clock::now();
-      if (last_purge && now - *last_purge < kPurgeInterval) return;
-      last_purge = now;
-      // SEARCH BEFORE compares dates only, in the server's time zone
-      // (RFC 3501 6.4.4): "at best 24h accurate", as pullimap(1) says.
-      const std::string date = Mailbox::imap_date(std::chrono::system_clock::now() - std::chrono::hours(24) * days);
-      set = mailbox->search(fmt::format("UID {} BEFORE {}", set.to_string(), date));
-      if (!set.empty()) info(fmt::format("Removing {} UID(s) {}", set.size(), set.to_string()));
-    }
-    if (!set.empty()) mailbox->expunge(set);
-    // Messages received in the meantime.
-    if (take_fresh()) {
+    while (known_next > 1) {
+      UidSet set = UidSet::range(1, known_next - 1);
+      if (days != 0) {
+        const auto now = std::chrono::steady_clock::now();
+        if (last_purge && now - *last_purge < kPurgeInterval) return;
+        last_purge = now;
+        // SEARCH BEFORE compares dates only, in the server's time zone
+        // (RFC 3501 6.4.4): "at best 24h accurate", as pullimap(1) says.
+        const std::string date =
+            Mailbox::imap_date(std::chrono::system_clock::now() - std::chrono::hours(24) * days);
+        set = mailbox->search(fmt::format("UID {} BEFORE {}", set.to_string(), date));
+        if (!set.empty()) info(fmt::format("Removing {} UID(s) {}", set.size(), set.to_string()));
+      }
+      if (!set.empty()) mailbox->expunge(set);
+      // Messages that arrived in the meantime: deliver them, then purge
+      // again (with purge-after 0 they go at once, not at the next IDLE
+      // wake-up; otherwise the interval check above ends the loop).
+      if (!take_fresh()) return;
       fresh = true;
       pull({});
     }

@@ -53,6 +53,9 @@ MiB = 1024 * 1024
 
 ALL_SCENARIOS = ["first-copy", "noop", "incremental", "noop-200", "mailbox-2000", "mailbox-20000",
                  "watch-idle", "pullimap"]
+# Not run by default (--scenarios names them): the 10 x 1000 store of the
+# sync issue's closing figures.
+EXTRA_SCENARIOS = ["first-copy-10", "noop-10"]
 
 
 def log(msg):
@@ -1112,8 +1115,8 @@ def main():
     h.require("dovecot", "doveadm", "dovecot-imap")
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for s in wanted:
-        if s not in ALL_SCENARIOS:
-            sys.exit(f"run.py: unknown scenario {s!r} (known: {', '.join(ALL_SCENARIOS)})")
+        if s not in ALL_SCENARIOS + EXTRA_SCENARIOS:
+            sys.exit(f"run.py: unknown scenario {s!r} (known: {', '.join(ALL_SCENARIOS + EXTRA_SCENARIOS)})")
 
     bench = Bench(args)
     ctx = Context(bench)
@@ -1121,6 +1124,7 @@ def main():
     q = args.quick
     p20 = mailbox_plan(20, 1000)
     p200 = mailbox_plan(200, 20)
+    p10 = mailbox_plan(10, 1000)
     pbig = {"Big": 2000 if not q else 1000}
     phuge = {"Big": 20000 if not q else 10000}
     header = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(),
@@ -1130,7 +1134,7 @@ def main():
                   ["dovecot", "--version"], capture_output=True, text=True).stdout.strip()}
     log(f"ours: {args.ours}; reference: {REF_INTERIMAP}; reps {args.reps}; data in {bench.root}")
     results = []
-    for s in ALL_SCENARIOS:
+    for s in ALL_SCENARIOS + EXTRA_SCENARIOS:
         if s not in wanted:
             continue
         log(f"--- scenario {s} (load {loadavg()})")
@@ -1142,6 +1146,10 @@ def main():
             elif s == "incremental":
                 sc = sc_incremental(ctx, s, "m20", p20, "m20",
                                     "incremental: changes on both sides in 10 of the 20 mailboxes")
+            elif s == "first-copy-10":
+                sc = sc_first_copy(ctx, s, "m10", p10, "m10", "first copy, 10 mailboxes x 1000 messages")
+            elif s == "noop-10":
+                sc = sc_noop(ctx, s, "m10", p10, "m10", "no-op run, 10 mailboxes x 1000 messages")
             elif s == "noop-200":
                 sc = sc_noop(ctx, s, "m200", p200, "m200", "no-op run, 200 mailboxes x 20 messages")
             elif s == "mailbox-2000":
