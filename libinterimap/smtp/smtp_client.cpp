@@ -184,7 +184,7 @@ void DataEncoder::encode(std::string_view chunk, std::string& out) {
       }
     }
     // RFC 5321 4.5.2: a line starting with "." gets one more.
-    if (at_line_start_ && chunk[i] == '.') out += '.';
+    if (dot_stuffing_ && at_line_start_ && chunk[i] == '.') out += '.';
     size_t j = chunk.find_first_of("\r\n", i);
     if (j == std::string_view::npos) j = n;
     if (j > i) {
@@ -214,7 +214,7 @@ void DataEncoder::finish(std::string& out) {
   // bare "." CRLF right after the 354 is valid too, but some servers
   // (Python's smtpd) only look for CRLF "." CRLF.
   if (!at_line_start_ || empty_) out += "\r\n";
-  out += ".\r\n";
+  if (dot_stuffing_) out += ".\r\n";
   at_line_start_ = true;
   empty_ = true;
 }
@@ -576,9 +576,87 @@ void Client::end() {
 }
 
 void Client::deliver(std::string_view reverse_path, std::span<const std::string> recipients, std::string_view message) {
+  if (state_ != State::Idle) throw std::logic_error("smtp::Client::deliver: a transaction is already open");
+  if (recipients.size() == 1) {
+    // The extensions are those of the session the message will go to.
+    try {
+      if (stream_) session_went_away();
+      if (!stream_) connect();
+    } catch (...) {
+      close();
+      throw;
+    }
+    if (has_extension("CHUNKING") && has_extension("PIPELINING")) {
+      deliver_chunked(reverse_path, recipients.front(), message);
+      return;
+    }
+  }
   begin(reverse_path, recipients, has_8bit(message));
   write(message);
   end();
+}
+
+void Client::deliver_chunked(std::string_view reverse_path, const std::string& recipient, std::string_view message) {
+  check_path(reverse_path, "reverse-path");
+  check_path(recipient, "recipient");
+  if (recipient.empty()) throw std::invalid_argument("smtp::Client::deliver: empty recipient");
+  // The same bytes as through DATA (CRLF line ends, the last line ended),
+  // without the dot-stuffing: BDAT counts octets (RFC 3030 2).
+  std::string data;
+  data.reserve(message.size() + message.size() / 32 + 2);
+  DataEncoder encoder(false);
+  encoder.encode(message, data);
+  encoder.finish(data);
+
+  std::string mail = fmt::format("MAIL FROM:<{}>", reverse_path);
+  if (has_8bit(message) && has_extension("8BITMIME")) mail += " BODY=8BITMIME";
+  if ((has_8bit(reverse_path) || has_8bit(recipient)) && has_extension("SMTPUTF8")) mail += " SMTPUTF8";
+  const std::string commands[] = {std::move(mail), fmt::format("RCPT TO:<{}>", recipient),
+                                  fmt::format("BDAT {} LAST", data.size())};
+  std::string batch;
+  for (const std::string& c : commands) {
+    if (options_.trace) options_.trace(fmt::format("C: {}", c));
+    batch.append(c).append("\r\n");
+  }
+  if (options_.trace) options_.trace("C: [...]");
+  try {
+    // RFC 2920 3.1 and RFC 3030 4.2: BDAT may follow the envelope in the
+    // same group, its data right after it.  Small messages go in one write.
+    if (data.size() <= kDataChunk) {
+      batch += data;
+      send_raw(batch);
+    } else {
+      send_raw(batch);
+      outbuf_ = std::move(data);
+      flush_data();
+    }
+    // One reply each to MAIL and RCPT, then to BDAT LAST: one (SMTP) or,
+    // for LMTP, one per accepted recipient (RFC 2033 4.2); with the
+    // recipient refused, the server refuses the BDAT (no valid recipient)
+    // and delivers nothing.
+    std::optional<std::pair<std::string, Reply>> refused;
+    const std::string data_stage = options_.endpoint.protocol == Protocol::Lmtp
+                                       ? fmt::format("end of data for <{}>", recipient)
+                                       : std::string("end of data");
+    for (size_t i = 0; i < 3; ++i) {
+      const bool is_mail = i == 0, is_bdat = i == 2;
+      Reply reply = read_reply(is_mail ? kMailTimeout : is_bdat ? kDataEndTimeout : kRcptTimeout,
+                               fmt::format("the reply to {}", is_bdat ? "BDAT LAST" : commands[i]));
+      if (!reply.positive() && !refused) refused.emplace(is_bdat ? data_stage : commands[i], std::move(reply));
+    }
+    if (refused) {
+      // RFC 3030 2: after a failed BDAT the transaction state is unknown:
+      // RSET before the next one.
+      reset_transaction(refused->first);
+      fail_delivery(std::move(refused->first), std::move(refused->second));
+    }
+    ++delivered_;
+  } catch (const DeliveryError&) {
+    throw;
+  } catch (...) {
+    close();
+    throw;
+  }
 }
 
 void Client::quit() {

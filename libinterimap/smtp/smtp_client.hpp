@@ -129,6 +129,10 @@ struct ClientOptions {
 // the reference does).  The message may come in chunks split anywhere.
 class DataEncoder {
  public:
+  // dot_stuffing false: for BDAT (RFC 3030), which sends the data as it
+  // is: line ends still become CRLF, no "." is added, and finish() only
+  // ends the last line.
+  explicit DataEncoder(bool dot_stuffing = true) : dot_stuffing_(dot_stuffing) {}
   // Appends the encoding of `chunk` to `out`: at most 2 * chunk.size() + 2
   // bytes.
   void encode(std::string_view chunk, std::string& out);
@@ -137,6 +141,7 @@ class DataEncoder {
   void finish(std::string& out);
 
  private:
+  bool dot_stuffing_ = true;
   bool at_line_start_ = true;
   bool pending_cr_ = false;
   bool empty_ = true;  // nothing encoded since the last finish()
@@ -169,7 +174,11 @@ class Client {
   //
   // Returns once the server accepted the message for every recipient: one
   // 2xx reply after the end of data (SMTP), one per recipient (LMTP,
-  // RFC 2033 4.2).  All-or-nothing at the envelope: if any recipient is
+  // RFC 2033 4.2).  With one recipient and a server offering PIPELINING
+  // and CHUNKING (RFC 3030), the whole transaction (MAIL, RCPT, BDAT LAST
+  // and the data) goes in one write and costs one round trip instead of
+  // two; a refused envelope makes the server refuse the BDAT too, so
+  // nothing is delivered.  All-or-nothing at the envelope: if any recipient is
   // refused, no data is sent (and when a pipelined DATA was already
   // answered 354, the connection is closed, which aborts the transaction,
   // RFC 5321 3.8).  Throws DeliveryError on a refusal, after which the
@@ -221,6 +230,8 @@ class Client {
   std::optional<std::string> read_line(std::chrono::seconds timeout, std::string_view waiting_for);
   void reset_transaction(std::string_view after);
   void flush_data();
+  // deliver() in one round trip: RFC 3030 BDAT, pipelined (RFC 2920).
+  void deliver_chunked(std::string_view reverse_path, const std::string& recipient, std::string_view message);
   [[noreturn]] void fail_delivery(std::string stage, Reply reply, std::string_view note = {});
   [[noreturn]] void fail_protocol(std::string_view message);
   std::string prefix() const;

@@ -732,6 +732,25 @@ class Lmtp(unittest.TestCase):
         after = len(re.findall(r"lmtp\(\d+\): Info: Connect from ", self.d.read_log()))
         self.assertEqual(after - connects, 1)
 
+    def test_one_recipient_goes_in_one_round_trip_with_bdat(self):
+        # Dovecot's LMTP offers CHUNKING: MAIL, RCPT and BDAT LAST with the
+        # data go in one write (RFC 3030, RFC 2920), no DATA and no 354;
+        # the bytes stored are the same as through DATA (no dot-stuffing).
+        msgs = {n: EDGE_CASES[n] for n in list(EDGE_CASES)[:6]}
+        r = deliver(f"lmtp:[127.0.0.1]:{self.d.lmtp_port}", write_messages(msgs, prefix="bdat"),
+                    "--rcpt", "alice", "--debug")
+        self.assertEqual(r.rc, 0, r.describe())
+        self.assertIn("CHUNKING", r.extensions)
+        trace = r.err.splitlines()
+        self.assertEqual(len([l for l in trace if re.match(r"C: BDAT \d+ LAST$", l)]), len(msgs), trace)
+        self.assertNotIn("C: DATA", trace)
+        self.assertFalse([l for l in trace if l.startswith("S: 354")], trace)
+        got = self.new_messages("alice")
+        self.assertEqual(len(got), len(msgs))
+        for stored, (name, msg) in zip(got, msgs.items()):
+            with self.subTest(name=name):
+                self.assertEqual(strip_lmtp_headers(stored)[1], normalized(msg))
+
     def test_two_recipients_one_reply_each(self):
         # RFC 2033 4.2: one reply per accepted recipient after the data.
         msg = tagged("both", b"for alice and bob\r\n")
