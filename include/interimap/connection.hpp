@@ -85,10 +85,13 @@ class Connection {
   // LIST [(SELECT-OPTS)] reference (patterns...) [RETURN (SUBSCRIBED STATUS (...))]:
   // with LIST-STATUS the STATUS items come in the same round trip, else one
   // STATUS per selectable mailbox is pipelined.  Patterns are wire names
-  // (modified UTF-7, wildcards * and %).
+  // (modified UTF-7, wildcards * and %).  The STATUS items are UIDNEXT,
+  // UIDVALIDITY, HIGHESTMODSEQ (with CONDSTORE) and, when with_messages,
+  // MESSAGES (interimap does without it: fewer bytes per poll).
   std::vector<MailboxInfo> list(const std::vector<std::string>& patterns,
                                 const std::vector<std::string>& select_opts = {},
-                                std::string_view reference = "", bool with_status = true);
+                                std::string_view reference = "", bool with_status = true,
+                                bool with_messages = true);
   // CREATE a mailbox (wire name); `subscribe` also SUBSCRIBEs it.
   void create(std::string_view mailbox, bool subscribe = false);
   // APPEND one message; returns the APPENDUID (UIDVALIDITY, UID) when the server gives it.

@@ -74,13 +74,14 @@ std::vector<std::string> Connection::enable(const std::vector<std::string>& capa
 
 std::vector<MailboxInfo> Connection::list(const std::vector<std::string>& patterns,
                                           const std::vector<std::string>& select_opts, std::string_view reference,
-                                          bool with_status) {
+                                          bool with_status, bool with_messages) {
   const bool extended = client_->has_capability("LIST-EXTENDED");
   const bool list_status = with_status && client_->has_capability("LIST-STATUS");
   const bool condstore = client_->has_capability("CONDSTORE");
   if (!select_opts.empty() && !extended)
     throw ProtocolError(fmt::format("{}: list-select-opts needs the LIST-EXTENDED capability", name()));
-  std::vector<std::string> status_items = {"MESSAGES", "UIDNEXT", "UIDVALIDITY"};
+  std::vector<std::string> status_items = {"UIDNEXT", "UIDVALIDITY"};
+  if (with_messages) status_items.insert(status_items.begin(), "MESSAGES");
   if (condstore) status_items.push_back("HIGHESTMODSEQ");
 
   std::vector<MailboxInfo> result;
@@ -119,12 +120,24 @@ std::vector<MailboxInfo> Connection::list(const std::vector<std::string>& patter
     auto cmd = client_->command("LIST");
     if (!select_opts.empty()) cmd.raw(paren_list(select_opts));
     cmd.string(reference);
-    std::string plist = "(";
-    for (size_t i = 0; i < pats.size(); ++i) {
-      if (i) plist += ' ';
-      plist += detail::imap::quote(pats[i]);
+    // RFC 5258 3: one pattern goes as it is when it is a list-mailbox
+    // atom (RFC 3501 9: ATOM-CHAR, list-wildcards, resp-specials), as
+    // `LIST "" *`; several go as a parenthesized list of strings.
+    auto is_list_char = [](char ch) {
+      const auto u = static_cast<unsigned char>(ch);
+      return u > 0x20 && u < 0x7f && std::string_view("(){\"\\").find(ch) == std::string_view::npos;
+    };
+    std::string plist;
+    if (pats.size() == 1 && !pats[0].empty() && std::all_of(pats[0].begin(), pats[0].end(), is_list_char)) {
+      plist = pats[0];
+    } else {
+      plist = "(";
+      for (size_t i = 0; i < pats.size(); ++i) {
+        if (i) plist += ' ';
+        plist += detail::imap::quote(pats[i]);
+      }
+      plist += ')';
     }
-    plist += ')';
     // Patterns with 8-bit or control bytes are not expected (they are
     // modified UTF-7); quote() requires none.
     cmd.raw(plist);

@@ -173,6 +173,8 @@ struct SyncSession::Impl {
   std::array<std::string, 2> reference;          // list-reference per side
   std::array<std::optional<char>, 2> delimiter;  // hierarchy delimiters
   bool delimiters_known = false;
+  // The LIST that open() made to learn the delimiters, for the first run().
+  std::array<std::optional<std::vector<MailboxInfo>>, 2> prelisted;
 
   std::vector<std::string> patterns;     // list patterns, NUL for the delimiter
   std::vector<std::string> select_opts;  // list-select-opts
@@ -295,6 +297,7 @@ struct SyncSession::Impl {
   void open();
   void learn_delimiters();
   void list_mailboxes();
+  std::vector<MailboxInfo> list_side(Side s);
   std::vector<std::string> sync_mailbox_list();
   void run();
   void run_delete();
@@ -422,11 +425,31 @@ void SyncSession::Impl::open() {
 }
 
 void SyncSession::Impl::learn_delimiters() {
-  // LIST reference "" gives the hierarchy delimiter of the reference (or
-  // of the root): one round trip per side, once per session.
+  // A synchronization lists the mailboxes anyway, and the hierarchy
+  // delimiter comes with each LIST response: the reference takes it from
+  // there, which saves a command per side and per session.  That LIST
+  // needs no delimiter when the patterns hold none (no MAILBOX argument,
+  // no NUL in list-mailbox); its answer serves the first run().
+  const bool from_list = (opt.mode == SyncMode::Sync || opt.mode == SyncMode::Repair) && opt.mailboxes.empty() &&
+                         std::none_of(patterns.begin(), patterns.end(),
+                                      [](const std::string& p) { return p.find('\0') != std::string::npos; });
   on_both([&](Side s) {
-    // Not LIST-EXTENDED: servers answer the empty pattern only in the
-    // basic form (RFC 3501 6.3.8).
+    if (from_list) {
+      auto l = list_side(s);
+      // INBOX may live in a namespace of its own (RFC 3501 7.2.2): only
+      // another mailbox tells the delimiter.
+      const auto it = std::find_if(l.begin(), l.end(), [](const MailboxInfo& m) {
+        return !iequals(m.name, "INBOX");
+      });
+      if (it != l.end()) {
+        delimiter[index(s)] = it->delimiter;
+        prelisted[index(s)] = std::move(l);
+        return;
+      }
+    }
+    // LIST reference "" gives the hierarchy delimiter of the reference (or
+    // of the root).  Not LIST-EXTENDED: servers answer the empty pattern
+    // only in the basic form (RFC 3501 6.3.8).
     std::vector<std::optional<char>> found;
     client(s).run(client(s).command("LIST").string(reference[index(s)]).string("").build(),
                   [&](const detail::imap::Response& r) {
@@ -449,20 +472,32 @@ void SyncSession::Impl::learn_delimiters() {
   delimiters_known = true;
 }
 
-void SyncSession::Impl::list_mailboxes() {
+std::vector<MailboxInfo> SyncSession::Impl::list_side(Side s) {
   // Also with --notify: each pass lists again, and without STATUS every
   // mailbox would look dirty (a SELECT each); Connection::list pipelines
-  // one STATUS per mailbox on a server without LIST-STATUS.
+  // one STATUS per mailbox on a server without LIST-STATUS.  MESSAGES is
+  // of no use here.
   const bool status = opt.mode == SyncMode::Sync || opt.mode == SyncMode::Repair;
   const bool with_opts = opt.mode == SyncMode::Sync || opt.mode == SyncMode::Repair;
+  std::vector<std::string> pats;
+  for (const auto& p : patterns) {
+    if (p.find('\0') != std::string::npos && !delimiter[index(s)])
+      fail(to_string(s), "Mailbox name contains null characters but the namespace is flat!");
+    pats.push_back(wire(s, p).substr(reference[index(s)].size()));
+  }
+  return c(s).list(pats, with_opts ? select_opts : std::vector<std::string>{}, reference[index(s)], status,
+                   /*with_messages=*/false);
+}
+
+void SyncSession::Impl::list_mailboxes() {
   on_both([&](Side s) {
-    std::vector<std::string> pats;
-    for (const auto& p : patterns) {
-      if (p.find('\0') != std::string::npos && !delimiter[index(s)])
-        fail(to_string(s), "Mailbox name contains null characters but the namespace is flat!");
-      pats.push_back(wire(s, p).substr(reference[index(s)].size()));
+    std::vector<MailboxInfo> l;
+    if (auto& pre = prelisted[index(s)]) {
+      l = std::move(*pre);
+      pre.reset();
+    } else {
+      l = list_side(s);
     }
-    auto l = c(s).list(pats, with_opts ? select_opts : std::vector<std::string>{}, reference[index(s)], status);
     auto& out = listed[index(s)];
     out.clear();
     for (auto& m : l) {
