@@ -261,6 +261,16 @@ class Mailbox {
   // unchangedsince needs CONDSTORE.
   UidSet store_flags(const UidSet& uids, StoreMode mode, const std::vector<std::string>& flags,
                      std::optional<uint64_t> unchangedsince = std::nullopt);
+  // The same for several flag lists at once: every command of every store
+  // pipelined (one round trip for a mailbox's flag updates, not one per
+  // flag list).  Returns the refused UIDs of each store, in order.
+  struct FlagStore {
+    UidSet uids;
+    StoreMode mode = StoreMode::Replace;
+    std::vector<std::string> flags;
+  };
+  std::vector<UidSet> store_flags(const std::vector<FlagStore>& stores,
+                                  std::optional<uint64_t> unchangedsince = std::nullopt);
 
   // UID STORE uids +FLAGS.SILENT (\Deleted) then UID EXPUNGE uids (RFC 4315
   // UIDPLUS), per chunk of at most 4096 bytes, pipelined.  With QRESYNC,

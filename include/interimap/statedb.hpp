@@ -280,6 +280,8 @@ class StateDB {
   void set_pending_append(MailboxId idx, Side target, std::uint32_t uidnext);
   // The rows of a mailbox, local first.
   std::vector<std::pair<Side, std::uint32_t>> pending_appends(MailboxId idx) const;
+  // The mailboxes that have such rows, by idx (one query for a whole pass).
+  std::vector<MailboxId> mailboxes_with_pending_appends() const;
   // Forgets them (once every APPEND's mapping is recorded).  Needs a Transaction.
   void clear_pending_appends(MailboxId idx);
 

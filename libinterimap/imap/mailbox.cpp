@@ -871,26 +871,36 @@ std::vector<MessageFlags> Mailbox::fetch_flags(const UidSet& uids) {
 
 UidSet Mailbox::store_flags(const UidSet& uids, StoreMode mode, const std::vector<std::string>& flags,
                             std::optional<uint64_t> unchangedsince) {
+  if (uids.empty()) {
+    // Still checked, as for a non-empty set.
+    state_->settle();
+    state_->require_writable("UID STORE");
+    return {};
+  }
+  return std::move(store_flags({FlagStore{uids, mode, flags}}, unchangedsince).front());
+}
+
+std::vector<UidSet> Mailbox::store_flags(const std::vector<FlagStore>& stores,
+                                         std::optional<uint64_t> unchangedsince) {
   State& st = *state_;
   st.settle();
   st.require_writable("UID STORE");
   Client& client = *st.client;
-  if (uids.empty()) return {};
+  std::vector<UidSet> refused(stores.size());
+  if (std::all_of(stores.begin(), stores.end(), [](const FlagStore& f) { return f.uids.empty(); })) return refused;
   if (unchangedsince) client.require_capability("CONDSTORE");
-  const char* item = mode == StoreMode::Add ? "+FLAGS.SILENT" : mode == StoreMode::Remove ? "-FLAGS.SILENT" : "FLAGS.SILENT";
   // RFC 7162 3.1.3: UID STORE set (UNCHANGEDSINCE n) item (flags)
   const std::string modifier = unchangedsince ? fmt::format("(UNCHANGEDSINCE {})", *unchangedsince) : "";
-  const std::string list = flag_list(flags);
-  const size_t fixed = std::string_view("UID STORE ").size() + (modifier.empty() ? 0 : modifier.size() + 1) + 1 +
-                       std::strlen(item) + 1 + list.size();
+  auto item_of = [](StoreMode mode) {
+    return mode == StoreMode::Add ? "+FLAGS.SILENT" : mode == StoreMode::Remove ? "-FLAGS.SILENT" : "FLAGS.SILENT";
+  };
 
-  UidSet refused;
-  Window window(client, st.conn->abandoned, kWindowBytes, kWindowCommands, [&](size_t, StatusResponse& status) {
+  Window window(client, st.conn->abandoned, kWindowBytes, kWindowCommands, [&](size_t index, StatusResponse& status) {
     // RFC 7162 3.1.3: [MODIFIED set] lists the UIDs that failed the
     // UNCHANGEDSINCE test; the others were stored.
     if (status.code.kind == ResponseCode::Kind::Other && status.code.name == "MODIFIED") {
       try {
-        refused.insert(UidSet::parse(status.code.raw));
+        refused[index].insert(UidSet::parse(status.code.raw));
       } catch (const std::invalid_argument& e) {
         throw ProtocolError(fmt::format("{}: UID STORE: malformed MODIFIED response code: {}", st.where(), e.what()));
       }
@@ -899,11 +909,19 @@ UidSet Mailbox::store_flags(const UidSet& uids, StoreMode mode, const std::vecto
     if (status.kind != StatusResponse::Kind::Ok) st.command_failed("UID STORE", "UID STORE", status);
     st.process_code(status.code);
   });
-  for (const auto& set : split_set(uids, fixed)) {
-    if (window.failed()) break;
-    auto cmd = client.command("UID STORE").raw(set);
-    if (!modifier.empty()) cmd.raw(modifier);
-    window.send(cmd.raw(item).raw(list).build(), {}, 0);
+  for (size_t k = 0; k < stores.size() && !window.failed(); ++k) {
+    const FlagStore& fs = stores[k];
+    if (fs.uids.empty()) continue;
+    const char* item = item_of(fs.mode);
+    const std::string list = flag_list(fs.flags);
+    const size_t fixed = std::string_view("UID STORE ").size() + (modifier.empty() ? 0 : modifier.size() + 1) + 1 +
+                         std::strlen(item) + 1 + list.size();
+    for (const auto& set : split_set(fs.uids, fixed)) {
+      if (window.failed()) break;
+      auto cmd = client.command("UID STORE").raw(set);
+      if (!modifier.empty()) cmd.raw(modifier);
+      window.send(cmd.raw(item).raw(list).build(), {}, k);
+    }
   }
   window.finish();
 
@@ -916,23 +934,29 @@ UidSet Mailbox::store_flags(const UidSet& uids, StoreMode mode, const std::vecto
     const uint32_t uid = it->first;
     const auto& known = it->second.flags;
     bool echo = false;
-    if (uids.contains(uid) && !refused.contains(uid)) {
+    // The last store naming the UID is the one that decided its flags.
+    for (size_t k = stores.size(); k-- > 0;) {
+      const FlagStore& fs = stores[k];
+      if (!fs.uids.contains(uid)) continue;
+      if (refused[k].contains(uid)) break;
       if (!known) {
         echo = true;
-      } else if (mode == StoreMode::Add) {
-        echo = std::all_of(flags.begin(), flags.end(), [&](const std::string& f) { return has_flag(*known, f); });
-      } else if (mode == StoreMode::Remove) {
-        echo = std::none_of(flags.begin(), flags.end(), [&](const std::string& f) { return has_flag(*known, f); });
+      } else if (fs.mode == StoreMode::Add) {
+        echo = std::all_of(fs.flags.begin(), fs.flags.end(), [&](const std::string& f) { return has_flag(*known, f); });
+      } else if (fs.mode == StoreMode::Remove) {
+        echo = std::none_of(fs.flags.begin(), fs.flags.end(), [&](const std::string& f) { return has_flag(*known, f); });
       } else {
-        const auto wanted = without_recent(flags);
+        const auto wanted = without_recent(fs.flags);
         echo = known->size() == wanted.size() &&
                std::all_of(wanted.begin(), wanted.end(), [&](const std::string& f) { return has_flag(*known, f); });
       }
+      break;
     }
     it = echo ? st.modified.erase(it) : std::next(it);
   }
-  for (const auto& [first, last] : refused.ranges())
-    for (uint64_t uid = first; uid <= last; ++uid) st.modified.try_emplace(static_cast<uint32_t>(uid));
+  for (const UidSet& r : refused)
+    for (const auto& [first, last] : r.ranges())
+      for (uint64_t uid = first; uid <= last; ++uid) st.modified.try_emplace(static_cast<uint32_t>(uid));
   return refused;
 }
 

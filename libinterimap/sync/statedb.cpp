@@ -100,6 +100,7 @@ enum class Sql : std::size_t {
   InterruptedMappings,
   SetPendingAppend,
   PendingAppends,
+  PendingAppendMailboxes,
   ClearPendingAppends,
   Count
 };
@@ -171,6 +172,8 @@ constexpr SqlSpec kSql[] = {
      "INSERT OR IGNORE INTO interimap_pending_append (idx, side, UIDNEXT) VALUES (?, ?, ?)"},
     {Sql::PendingAppends, "list appends in flight",
      "SELECT side, UIDNEXT FROM interimap_pending_append WHERE idx = ? ORDER BY side"},
+    {Sql::PendingAppendMailboxes, "list mailboxes with appends in flight",
+     "SELECT DISTINCT idx FROM interimap_pending_append ORDER BY idx"},
     {Sql::ClearPendingAppends, "clear appends in flight", "DELETE FROM interimap_pending_append WHERE idx = ?"},
 };
 
@@ -677,6 +680,13 @@ std::vector<std::pair<Side, std::uint32_t>> StateDB::pending_appends(MailboxId i
   auto q = impl_->query(Sql::PendingAppends);
   q.bind(1, idx);
   while (q.step()) out.emplace_back(q.column_int64(0) == 0 ? Side::Local : Side::Remote, q.column_u32(1));
+  return out;
+}
+
+std::vector<MailboxId> StateDB::mailboxes_with_pending_appends() const {
+  std::vector<MailboxId> out;
+  auto q = impl_->query(Sql::PendingAppendMailboxes);
+  while (q.step()) out.push_back(q.column_int64(0));
   return out;
 }
 

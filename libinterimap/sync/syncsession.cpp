@@ -14,6 +14,9 @@
 
 #include <algorithm>
 #include <array>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <exception>
 #include <future>
 #include <map>
@@ -92,26 +95,89 @@ std::string compact_list(const std::vector<uint32_t>& uids) {
 }
 
 // Runs fn(Local) on a helper thread and fn(Remote) on this one, so that both
-// servers work at once; rethrows the first failure (local first).
-template <class F>
-void on_both(F&& fn) {
-  std::exception_ptr local_error, remote_error;
-  std::thread t([&] {
-    try {
-      fn(Side::Local);
-    } catch (...) {
-      local_error = std::current_exception();
+// servers work at once; rethrows the first failure (local first).  The
+// helper thread lives as long as the session: creating a thread per call
+// cost more than the rest of a no-op poll (clone, stack, exit).  A nested
+// call (from within fn) runs both halves on the calling thread.
+class BothSides {
+ public:
+  BothSides() = default;
+  BothSides(const BothSides&) = delete;
+  BothSides& operator=(const BothSides&) = delete;
+  ~BothSides() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
     }
-  });
-  try {
-    fn(Side::Remote);
-  } catch (...) {
-    remote_error = std::current_exception();
+    wake_.notify_one();
+    thread_.join();
   }
-  t.join();
-  if (local_error) std::rethrow_exception(local_error);
-  if (remote_error) std::rethrow_exception(remote_error);
-}
+
+  template <class F>
+  void run(F&& fn) {
+    std::exception_ptr local_error, remote_error;
+    auto local = [&]() noexcept {
+      try {
+        fn(Side::Local);
+      } catch (...) {
+        local_error = std::current_exception();
+      }
+    };
+    bool nested;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      nested = busy_;
+      if (!nested) {
+        busy_ = true;
+        task_ = local;
+        done_ = false;
+      }
+    }
+    if (nested) {
+      local();
+    } else {
+      if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+      wake_.notify_one();
+    }
+    try {
+      fn(Side::Remote);
+    } catch (...) {
+      remote_error = std::current_exception();
+    }
+    if (!nested) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      finished_.wait(lock, [this] { return done_; });
+      busy_ = false;
+    }
+    if (local_error) std::rethrow_exception(local_error);
+    if (remote_error) std::rethrow_exception(remote_error);
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+      wake_.wait(lock, [this] { return quit_ || task_ != nullptr; });
+      if (task_ == nullptr) return;  // quit_, nothing pending
+      std::function<void()> task = std::move(task_);
+      task_ = nullptr;
+      lock.unlock();
+      task();  // noexcept: errors are captured for run()
+      lock.lock();
+      done_ = true;
+      finished_.notify_one();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_, finished_;
+  std::function<void()> task_;
+  bool busy_ = false;  // a run() is in progress
+  bool done_ = false;  // the helper finished the current task
+  bool quit_ = false;
+  std::thread thread_;
+};
 
 // ignore-mailbox: a PCRE2 pattern (Perl syntax, as the reference's qr//).
 class Regex {
@@ -170,6 +236,7 @@ struct SyncSession::Impl {
   std::unique_ptr<StateDB::Transaction> tx;
 
   std::array<std::unique_ptr<Connection>, 2> conn;
+  BothSides both;  // both halves of each two-sided step
   std::array<std::string, 2> reference;          // list-reference per side
   std::array<std::optional<char>, 2> delimiter;  // hierarchy delimiters
   bool delimiters_known = false;
@@ -298,6 +365,15 @@ struct SyncSession::Impl {
   void learn_delimiters();
   void list_mailboxes();
   std::vector<MailboxInfo> list_side(Side s);
+  // Every database record by name (one query).
+  std::map<std::string, MailboxRecord, std::less<>> records_by_name() const {
+    std::map<std::string, MailboxRecord, std::less<>> out;
+    for (auto& r : db->mailboxes()) {
+      std::string name = r.name;
+      out.emplace(std::move(name), std::move(r));
+    }
+    return out;
+  }
   std::vector<std::string> sync_mailbox_list();
   void run();
   void run_delete();
@@ -307,7 +383,9 @@ struct SyncSession::Impl {
   struct Box;
   void select_box(Box& box, bool qresync);
   std::pair<UidSet, std::map<uint32_t, std::string>> pull_updates(Box& box, Side side);
-  void push_flag_updates(Box& box, Side side, const std::string& flags, const std::vector<uint32_t>& uids);
+  // Replaces the flags of each list of UIDs (flag string -> UIDs), all the
+  // STOREs pipelined.
+  void push_flag_updates(Box& box, Side side, const std::map<std::string, std::vector<uint32_t>>& updates);
   void remove_messages(Box& box, Side side, const std::vector<uint32_t>& uids);
   bool sync_known(Box& box);
   UidSet transfer(Box& box, Side source, const UidSet& range, bool announce);
@@ -411,7 +489,7 @@ void SyncSession::Impl::open() {
     if (opt.watch && co.type != ConnectionOptions::Type::Tunnel) co.keepalive = true;
     conn[index(s)] = std::make_unique<Connection>(std::move(co), log);
   }
-  on_both([&](Side s) {
+  both.run([&](Side s) {
     c(s).open();
     Mailbox::enable_qresync(c(s));
   });
@@ -433,7 +511,7 @@ void SyncSession::Impl::learn_delimiters() {
   const bool from_list = (opt.mode == SyncMode::Sync || opt.mode == SyncMode::Repair) && opt.mailboxes.empty() &&
                          std::none_of(patterns.begin(), patterns.end(),
                                       [](const std::string& p) { return p.find('\0') != std::string::npos; });
-  on_both([&](Side s) {
+  both.run([&](Side s) {
     if (from_list) {
       auto l = list_side(s);
       // INBOX may live in a namespace of its own (RFC 3501 7.2.2): only
@@ -490,7 +568,7 @@ std::vector<MailboxInfo> SyncSession::Impl::list_side(Side s) {
 }
 
 void SyncSession::Impl::list_mailboxes() {
-  on_both([&](Side s) {
+  both.run([&](Side s) {
     std::vector<MailboxInfo> l;
     if (auto& pre = prelisted[index(s)]) {
       l = std::move(*pre);
@@ -525,13 +603,16 @@ std::vector<std::string> SyncSession::Impl::sync_mailbox_list() {
       names.insert(std::move(*n));
     }
 
+  // One query for all the records (each step below changes only its own).
+  const auto known = records_by_name();
   std::vector<std::string> result;
   for (const auto& name : names) {
     const std::string lw = wire(Side::Local, name), rw = wire(Side::Remote, name);
     const bool lx = exists(Side::Local, lw), rx = exists(Side::Remote, rw);
     if (!lx && !rx) continue;
     result.push_back(name);
-    const auto rec = db->find_mailbox(name);
+    const auto it = known.find(name);
+    const MailboxRecord* rec = it == known.end() ? nullptr : &it->second;
     if (lx && rx) {
       const bool ls = subscribed(Side::Local, lw), rs = subscribed(Side::Remote, rw);
       if (rec) {
@@ -656,7 +737,7 @@ void SyncSession::Impl::select_box(Box& box, bool qresync) {
       samples[index(s)] = {UidSet::range(static_cast<uint32_t>(count - n + 1), static_cast<uint32_t>(count)), uids};
     }
   }
-  on_both([&](Side s) {
+  both.run([&](Side s) {
     const size_t i = index(s);
     box.mbx[i].emplace(c(s), wire(s, box.name));
     // RFC 7162 3.2.5: QRESYNC with the last clean state gives the UIDs
@@ -719,20 +800,27 @@ std::pair<UidSet, std::map<uint32_t, std::string>> SyncSession::Impl::pull_updat
   return {std::move(v), std::move(modified)};
 }
 
-void SyncSession::Impl::push_flag_updates(Box& box, Side side, const std::string& flags,
-                                          const std::vector<uint32_t>& uids) {
+void SyncSession::Impl::push_flag_updates(Box& box, Side side,
+                                          const std::map<std::string, std::vector<uint32_t>>& updates) {
+  if (updates.empty()) return;
   const size_t i = index(side);
-  const UidSet set = to_set(uids);
+  std::vector<Mailbox::FlagStore> stores;
+  stores.reserve(updates.size());
+  for (const auto& [flags, uids] : updates) stores.push_back({to_set(uids), StoreMode::Replace, split_flags(flags)});
   // RFC 7162 3.1.3: UNCHANGEDSINCE the clean state, so that a change made
   // meanwhile is not overwritten; refused UIDs come back as changes.
   const std::optional<uint64_t> since = box.hms[i] > 0 ? std::optional(box.hms[i]) : std::nullopt;
-  const UidSet refused = box.m(side).store_flags(set, StoreMode::Replace, split_flags(flags), since);
-  UidSet ok = set;
-  ok.erase(refused);
-  if (!ok.empty()) info2(side, box.name, fmt::format("Updated flags ({}) for UID {}", flags, ok.to_string()));
-  if (!refused.empty())
-    info2(side, box.name,
-          fmt::format("Couldn't update flags ({}) for UID {}, will try again later", flags, refused.to_string()));
+  const std::vector<UidSet> refused = box.m(side).store_flags(stores, since);
+  size_t k = 0;
+  for (const auto& [flags, uids] : updates) {
+    UidSet ok = stores[k].uids;
+    ok.erase(refused[k]);
+    if (!ok.empty()) info2(side, box.name, fmt::format("Updated flags ({}) for UID {}", flags, ok.to_string()));
+    if (!refused[k].empty())
+      info2(side, box.name,
+            fmt::format("Couldn't update flags ({}) for UID {}, will try again later", flags, refused[k].to_string()));
+    ++k;
+  }
 }
 
 void SyncSession::Impl::remove_messages(Box& box, Side side, const std::vector<uint32_t>& uids) {
@@ -784,7 +872,7 @@ bool SyncSession::Impl::sync_known(Box& box) {
       if (!r_dunno.empty())
         warn2(Side::Local, box.name,
               fmt::format("No match for {} vanished remote UID(s) {}. Ignoring.", r_dunno.size(), to_set(r_dunno).to_string()));
-      on_both([&](Side s) { remove_messages(box, s, s == Side::Local ? l_remove : r_remove); });
+      both.run([&](Side s) { remove_messages(box, s, s == Side::Local ? l_remove : r_remove); });
       // Forgotten only now that both sides confirmed the EXPUNGE; committed
       // with the next state update.
       for (uint32_t u : wtx().remove_mappings(box.idx, Side::Local, forget))
@@ -825,8 +913,8 @@ bool SyncSession::Impl::sync_known(Box& box) {
         }
         if (lm.count(*luid) == 0) l_update[rflags].push_back(*luid);
       }
-      on_both([&](Side s) {
-        for (const auto& [flags, uids] : s == Side::Local ? l_update : r_update) push_flag_updates(box, s, flags, uids);
+      both.run([&](Side s) {
+        push_flag_updates(box, s, s == Side::Local ? l_update : r_update);
       });
     }
   }
@@ -1003,7 +1091,7 @@ void SyncSession::Impl::recover(const MailboxRecord& rec, const std::vector<std:
     if (range[0].empty() || range[1].empty()) continue;
     using Digest = std::array<unsigned char, 32>;
     std::array<std::vector<std::pair<Digest, uint32_t>>, 2> digests;
-    on_both([&](Side s) {
+    both.run([&](Side s) {
       FetchOptions fo;
       box.m(s).fetch_messages(range[index(s)], [&](Message& msg) {
         Digest d{};
@@ -1056,7 +1144,7 @@ void SyncSession::Impl::resume(const MailboxRecord& rec) {
   }
   select_box(box, false);
   std::array<std::map<uint32_t, std::string>, 2> present;
-  on_both([&](Side s) {
+  both.run([&](Side s) {
     box.m(s).fetch_flags(uids[index(s)], [&](MessageFlags& f) {
       if (f.flags) present[index(s)][f.uid] = flag_string(*f.flags);
     });
@@ -1090,13 +1178,13 @@ void SyncSession::Impl::resume(const MailboxRecord& rec) {
     if (r != present[1].end()) r_remove.push_back(p.remote);
     forget.push_back(p.local);
   }
-  on_both([&](Side s) { remove_messages(box, s, s == Side::Local ? l_remove : r_remove); });
+  both.run([&](Side s) { remove_messages(box, s, s == Side::Local ? l_remove : r_remove); });
   if (!forget.empty()) {
     wtx().remove_mappings(box.idx, Side::Local, forget);
     commit();  // after the EXPUNGEs
   }
-  on_both([&](Side s) {
-    for (const auto& [flags, u] : s == Side::Local ? l_update : r_update) push_flag_updates(box, s, flags, u);
+  both.run([&](Side s) {
+    push_flag_updates(box, s, s == Side::Local ? l_update : r_update);
   });
   // Flags of known messages are compared from scratch next time they change.
   for (Side s : kSides) box.hms[index(s)] = 0;
@@ -1121,7 +1209,7 @@ void SyncSession::Impl::repair(const MailboxRecord& rec) {
     std::string flags;
   };
   std::array<std::map<uint32_t, Seen>, 2> mod;
-  on_both([&](Side s) {
+  both.run([&](Side s) {
     const uint32_t next = box.uidnext[index(s)];
     if (next > 1)
       box.m(s).fetch_flags(UidSet::range(1, next - 1), [&](MessageFlags& f) {
@@ -1179,13 +1267,13 @@ void SyncSession::Impl::repair(const MailboxRecord& rec) {
     if (rh) mod[1].erase(r);
     return true;
   });
-  on_both([&](Side s) { remove_messages(box, s, s == Side::Local ? l_remove : r_remove); });
+  both.run([&](Side s) { remove_messages(box, s, s == Side::Local ? l_remove : r_remove); });
   if (!forget.empty()) {
     wtx().remove_mappings(box.idx, Side::Local, forget);
     commit();
   }
-  on_both([&](Side s) {
-    for (const auto& [flags, u] : s == Side::Local ? l_update : r_update) push_flag_updates(box, s, flags, u);
+  both.run([&](Side s) {
+    push_flag_updates(box, s, s == Side::Local ? l_update : r_update);
   });
   for (const auto& [uid, seen] : mod[0]) {
     warn2(Side::Remote, box.name, fmt::format("No match for modified local UID {}. Redownloading.", uid));
@@ -1208,7 +1296,7 @@ void SyncSession::Impl::repair(const MailboxRecord& rec) {
 // reference UNSELECTs too), and the next pass relies on them.
 void SyncSession::Impl::finish(Box& box) {
   if (!opt.watch) return;
-  on_both([&](Side s) {
+  both.run([&](Side s) {
     if (box.mbx[index(s)] && box.m(s).selected()) box.m(s).close();
   });
 }
@@ -1246,19 +1334,35 @@ void SyncSession::Impl::run_sync(bool repair_mode) {
   mailboxes = sync_mailbox_list();
   const std::set<std::string> wanted(mailboxes.begin(), mailboxes.end());
 
+  // The records in one query (a no-op poll of many mailboxes is mostly
+  // this); read again if recovering or resuming changed them.
+  auto recs = records_by_name();
+  bool changed = false;
+
   // Copies an interrupted run made but did not record (our addition).
-  for (const auto& name : mailboxes)
-    if (const auto rec = db->find_mailbox(name))
-      if (const auto rows = db->pending_appends(rec->idx); !rows.empty()) recover(*rec, rows);
+  const auto pending = db->mailboxes_with_pending_appends();
+  for (const auto& name : mailboxes) {
+    const auto it = recs.find(name);
+    if (it == recs.end() || !std::binary_search(pending.begin(), pending.end(), it->second.idx)) continue;
+    if (const auto rows = db->pending_appends(it->second.idx); !rows.empty()) {
+      recover(it->second, rows);
+      changed = true;
+    }
+  }
 
   // Interrupted syncs first (the reference's order).
   for (const auto& rec : db->interrupted_mailboxes())
-    if (wanted.count(rec.name) != 0) resume(rec);
+    if (wanted.count(rec.name) != 0) {
+      resume(rec);
+      changed = true;
+    }
+  if (changed) recs = records_by_name();
 
   std::vector<MailboxRecord> todo;
   for (const auto& name : mailboxes) {
-    auto rec = db->find_mailbox(name);
-    if (!rec) continue;  // cannot happen: sync_mailbox_list added it
+    const auto found = recs.find(name);
+    if (found == recs.end()) continue;  // cannot happen: sync_mailbox_list added it
+    std::optional<MailboxRecord> rec = found->second;
     if (rec->state) {
       // Detect UIDVALIDITY changes before starting (the reference's set_cache).
       for (Side s : kSides) {

@@ -86,6 +86,22 @@ def incremental_changes(p):
             "L\0sub": s.multiset(s.snapshot(p.local, ["L/sub"])["L/sub"])}
 
 
+def wait_tunnels_gone(pgid, timeout=20):
+    """Waits until the killed run's tunnels (its process group: Dovecot's
+    imap processes, which see EOF and end after the command they are
+    executing) are gone, as when systemd restarts a unit: the rerun must
+    not race a server still executing the killed run's last APPEND (no
+    client can tell such an APPEND from one that never happened)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the killed run's tunnels (process group {pgid}) are still running after {timeout}s")
+
+
 def run_killed(p, delay):
     """Starts interimap, SIGKILLs it after delay seconds unless it ended.
     Returns ('killed', None) or ('exited', returncode, stderr)."""
@@ -96,6 +112,7 @@ def run_killed(p, delay):
         os.kill(proc.pid, signal.SIGKILL)  # interimap only: its tunnels see EOF
         proc.wait()
         proc.stderr.close()
+        wait_tunnels_gone(proc.pid)
         return ("killed", None, "")
     err = proc.stderr.read().decode("utf-8", "replace")
     proc.stderr.close()
@@ -133,6 +150,7 @@ def run_killed_at(p, threshold, extra=0.0, timeout=60):
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             proc.stderr.close()
+            wait_tunnels_gone(proc.pid)
             return ("killed", None, "")
         time.sleep(0.002)
     err = proc.stderr.read().decode("utf-8", "replace")

@@ -684,6 +684,7 @@ TEST_CASE("appends in flight: recorded before, kept at the oldest, cleared after
   }
   using Rows = std::vector<std::pair<Side, std::uint32_t>>;
   CHECK(db.pending_appends(a) == Rows{{Side::Local, 3}, {Side::Remote, 7}});
+  CHECK(db.mailboxes_with_pending_appends() == std::vector<MailboxId>{a, b});
   {
     auto tx = db.begin();
     db.clear_pending_appends(a);
@@ -696,6 +697,7 @@ TEST_CASE("appends in flight: recorded before, kept at the oldest, cleared after
   }
   CHECK(db.pending_appends(a).empty());
   CHECK(db.pending_appends(b) == Rows{{Side::Local, 1}});
+  CHECK(db.mailboxes_with_pending_appends() == std::vector<MailboxId>{b});
 }
 
 TEST_CASE("delete_mailbox removes all its rows, not its children") {
