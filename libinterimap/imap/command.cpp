@@ -116,6 +116,12 @@ CommandBuilder& CommandBuilder::mailbox(std::string_view wire_name) {
   return astring(wire_name);
 }
 
+CommandBuilder& CommandBuilder::reserve(size_t bytes) {
+  std::string& chunk = cmd_.chunks.back();
+  chunk.reserve(chunk.size() + bytes);
+  return *this;
+}
+
 CommandBuilder& CommandBuilder::sensitive() {
   cmd_.sensitive = true;
   return *this;

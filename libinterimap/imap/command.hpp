@@ -47,6 +47,9 @@ class CommandBuilder {
   // A space then a mailbox name as it goes on the wire (modified UTF-7,
   // see util/utf7.hpp), as an astring; "INBOX" in any case is sent as INBOX.
   CommandBuilder& mailbox(std::string_view wire_name);
+  // Makes room for `bytes` more in the chunk being written (a MULTIAPPEND
+  // of many literals then grows its buffer once, not by doubling).
+  CommandBuilder& reserve(size_t bytes);
   // Marks the command as carrying credentials.
   CommandBuilder& sensitive();
   // Ends the command with CRLF and hands it over; the builder is spent.

@@ -1141,6 +1141,12 @@ std::vector<uint32_t> Mailbox::append(const std::vector<AppendMessage>& messages
   for (size_t b = 0; b < batches.size(); ++b) {
     if (window.failed() || callback_error) break;
     auto cmd = client.command("APPEND").mailbox(st.wire);
+    // The literals go into the command's buffer (LITERAL+: one chunk):
+    // size it once.  64 bytes a message cover the flags, the date and the
+    // literal's header in most cases.
+    size_t room = 0;
+    for (size_t i = batches[b].first; i < batches[b].second; ++i) room += messages[i].body.size() + 64;
+    cmd.reserve(room);
     for (size_t i = batches[b].first; i < batches[b].second; ++i) {
       const AppendMessage& m = messages[i];
       // The reference drops \Recent (RFC 3501 6.3.11: it cannot be set)
