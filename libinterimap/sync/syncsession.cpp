@@ -383,6 +383,10 @@ struct SyncSession::Impl {
   struct Box;
   void select_box(Box& box, bool qresync);
   std::pair<UidSet, std::map<uint32_t, std::string>> pull_updates(Box& box, Side side);
+  // A flag conflict (the reference's warning): both sides get the union,
+  // which is returned.
+  std::string conflict_union(const Box& box, uint32_t luid, std::string_view lflags, uint32_t ruid,
+                             std::string_view rflags);
   // Replaces the flags of each list of UIDs (flag string -> UIDs), all the
   // STOREs pipelined.
   void push_flag_updates(Box& box, Side side, const std::map<std::string, std::vector<uint32_t>>& updates);
@@ -800,6 +804,20 @@ std::pair<UidSet, std::map<uint32_t, std::string>> SyncSession::Impl::pull_updat
   return {std::move(v), std::move(modified)};
 }
 
+std::string SyncSession::Impl::conflict_union(const Box& box, uint32_t luid, std::string_view lflags, uint32_t ruid,
+                                              std::string_view rflags) {
+  auto all = split_flags(lflags);
+  const auto more = split_flags(rflags);
+  all.insert(all.end(), more.begin(), more.end());
+  std::string u = flag_string(std::move(all));
+  always("", "",
+         fmt::format("Conflicting flag update in {} for local UID {} ({}) and remote UID {} ({}). "
+                     "Setting both to the union ({}).",
+                     pretty(box.name), luid, lflags, ruid, rflags, u),
+         LogLevel::Warning);
+  return u;
+}
+
 void SyncSession::Impl::push_flag_updates(Box& box, Side side,
                                           const std::map<std::string, std::vector<uint32_t>>& updates) {
   if (updates.empty()) return;
@@ -889,15 +907,7 @@ bool SyncSession::Impl::sync_known(Box& box) {
         }
         if (auto it = rm.find(*ruid); it != rm.end()) {
           if (lflags != it->second) {
-            auto all = split_flags(lflags);
-            const auto more = split_flags(it->second);
-            all.insert(all.end(), more.begin(), more.end());
-            const std::string u = flag_string(all);
-            always("", "",
-                   fmt::format("Conflicting flag update in {} for local UID {} ({}) and remote UID {} ({}). "
-                               "Setting both to the union ({}).",
-                               pretty(box.name), luid, lflags, *ruid, it->second, u),
-                   LogLevel::Warning);
+            const std::string u = conflict_union(box, luid, lflags, *ruid, it->second);
             l_update[u].push_back(luid);
             r_update[u].push_back(*ruid);
           }
@@ -1160,15 +1170,7 @@ void SyncSession::Impl::resume(const MailboxRecord& rec) {
       ignore[1].insert(p.remote);
       if (l->second != r->second) {
         // No reliable HIGHESTMODSEQ for these: a difference is a conflict.
-        auto all = split_flags(l->second);
-        const auto more = split_flags(r->second);
-        all.insert(all.end(), more.begin(), more.end());
-        const std::string u = flag_string(all);
-        always("", "",
-               fmt::format("Conflicting flag update in {} for local UID {} ({}) and remote UID {} ({}). Setting both "
-                           "to the union ({}).",
-                           pretty(box.name), p.local, l->second, p.remote, r->second, u),
-               LogLevel::Warning);
+        const std::string u = conflict_union(box, p.local, l->second, p.remote, r->second);
         if (u != l->second) l_update[u].push_back(p.local);
         if (u != r->second) r_update[u].push_back(p.remote);
       }
@@ -1237,15 +1239,7 @@ void SyncSession::Impl::repair(const MailboxRecord& rec) {
                  fmt::format("Missed flag update in {} for (lUID,rUID) = ({},{}). Repairing.", pretty(box.name), p.local,
                              p.remote),
                  LogLevel::Warning);
-        auto all = split_flags(lf.flags);
-        const auto more = split_flags(rf.flags);
-        all.insert(all.end(), more.begin(), more.end());
-        const std::string u = flag_string(all);
-        always("", "",
-               fmt::format("Conflicting flag update in {} for local UID {} ({}) and remote UID {} ({}). Setting both "
-                           "to the union ({}).",
-                           pretty(box.name), p.local, lf.flags, p.remote, rf.flags, u),
-               LogLevel::Warning);
+        const std::string u = conflict_union(box, p.local, lf.flags, p.remote, rf.flags);
         l_update[u].push_back(p.local);
         r_update[u].push_back(p.remote);
       }
