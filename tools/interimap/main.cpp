@@ -66,6 +66,48 @@ void report(interimap::Logger& logger, std::string_view message) {
   logger.error("", message);
 }
 
+// Getopt::Long's errors, as the reference prints them, for what getopt_long
+// would word differently or accept: exact option names only (the
+// reference does not take "--conf" for "--config"), "Unknown option: X",
+// "Option X requires an argument", "Option X does not take an argument",
+// each followed by the short usage.  Stops where getopt_long's "+" mode
+// stops: at "--" or at the first argument that is not an option.
+void check_option_words(int argc, char** argv, const option* longopts) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--") return;
+    if (a.size() < 2 || a[0] != '-') return;
+    if (a[1] != '-') {
+      for (char c : a.substr(1))
+        if (c != 'q' && c != 'h') {
+          std::fprintf(stderr, "Unknown option: %c\n", c);
+          usage(1);
+        }
+      continue;
+    }
+    const std::string_view body = a.substr(2);
+    const size_t eq = body.find('=');
+    const std::string name(body.substr(0, eq));
+    const option* o = longopts;
+    while (o->name != nullptr && name != o->name) ++o;
+    if (o->name == nullptr) {
+      std::fprintf(stderr, "Unknown option: %s\n", name.c_str());
+      usage(1);
+    }
+    if (o->has_arg == no_argument && eq != std::string_view::npos) {
+      std::fprintf(stderr, "Option %s does not take an argument\n", name.c_str());
+      usage(1);
+    }
+    if (o->has_arg == required_argument && eq == std::string_view::npos) {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "Option %s requires an argument\n", name.c_str());
+        usage(1);
+      }
+      ++i;  // its value
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,6 +126,7 @@ int main(int argc, char** argv) {
   bool notify = false, quiet = false, help = false;
   int debug = 0, commands = 0;
   interimap::SyncMode mode = interimap::SyncMode::Sync;
+  check_option_words(argc, argv, longopts);
   opterr = 1;
   int ch;
   // "+": options before MAILBOX arguments only (Getopt::Long's posix_default).
@@ -99,7 +142,10 @@ int main(int argc, char** argv) {
         if (optarg != nullptr && *optarg != '\0') {
           char* end = nullptr;
           const unsigned long v = std::strtoul(optarg, &end, 10);
-          if (*end != '\0' || optarg[0] == '-') usage(1);
+          if (*end != '\0' || optarg[0] == '-') {
+            std::fprintf(stderr, "Value \"%s\" invalid for option watch (number expected)\n", optarg);
+            usage(1);
+          }
           watch = v;
         }
         break;
