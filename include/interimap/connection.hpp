@@ -49,6 +49,13 @@ struct ServerActivity {
   bool any() const { return !mailboxes.empty() || mailbox_list || selected || overflow; }
 };
 
+// The bytes exchanged with a server: IMAP bytes (decompressed), and with
+// COMPRESS=DEFLATE the compressed bytes on the wire since it began.
+struct ServerTraffic {
+  uint64_t received = 0, sent = 0;
+  std::optional<uint64_t> received_compressed, sent_compressed;
+};
+
 class Connection {
  public:
   // Nothing is opened until open().  The logger must outlive the connection.
@@ -132,6 +139,9 @@ class Connection {
   // closed (naming it), ProtocolError for a malformed response.
   static WaitResult wait_any(const std::vector<Connection*>& connections, std::chrono::milliseconds timeout,
                              int wake_fd = -1);
+
+  // The bytes exchanged so far; still available after close().
+  ServerTraffic traffic() const;
 
   // The library's internal client (for the library's own layers).
   detail::imap::Client& client();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdio>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -51,8 +52,11 @@ class Logger {
   void error(std::string_view name, std::string_view message) { log(LogLevel::Error, name, {}, message); }
   void warning(std::string_view name, std::string_view message) { log(LogLevel::Warning, name, {}, message); }
   void info(std::string_view name, std::string_view message) { log(LogLevel::Info, name, {}, message); }
+  // Lines written so far at Info level or above (Debug lines excluded).
+  uint64_t lines() const { return lines_; }
 
  private:
+  uint64_t lines_ = 0;
   bool quiet_ = false;
   int debug_ = 0;
   LogPrefix prefix_;

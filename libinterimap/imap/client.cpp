@@ -109,6 +109,7 @@ void Client::greeting() {
     std::optional<std::string> raw = reader_.next();
     if (!raw) {
       size_t n = stream_->read(buf_);
+      traffic_.received += n;
       if (n == 0) lost("while waiting for the greeting");
       try {
         reader_.feed(std::string_view(buf_.data(), n));
@@ -240,7 +241,7 @@ void Client::close() noexcept {
   } catch (...) {
   }
   stream_->shutdown();
-  stream_.reset();
+  drop_stream();
   inflight_.clear();
 }
 
@@ -283,7 +284,10 @@ void Client::pump_sends() {
     p.next_chunk = 1;
     if (p.cmd.chunks.size() > 1) break;
   }
-  if (!out.empty()) stream_->write(out);
+  if (!out.empty()) {
+    stream_->write(out);
+    traffic_.sent += out.size();
+  }
 }
 
 bool Client::poll(int timeout_ms) {
@@ -316,6 +320,7 @@ void Client::read_some() {
     return;
   }
   size_t n = stream_->read(buf_);
+  traffic_.received += n;
   if (n == 0) lost("");
   try {
     reader_.feed(std::string_view(buf_.data(), n));
@@ -328,7 +333,7 @@ void Client::read_some() {
 void Client::lost(std::string_view why) {
   std::string reason = bye_ ? fmt::format("server said BYE {}", bye_text_) : std::string("connection closed by the server");
   std::string extra = stream_ ? stream_->end_reason() : std::string();
-  stream_.reset();
+  drop_stream();
   throw NetworkError(fmt::format("{}: {}{}{}{}", name(), reason, why.empty() ? "" : " ", why,
                                  extra.empty() ? "" : " (" + extra + ")"));
 }
@@ -357,6 +362,7 @@ void Client::dispatch(std::string_view raw) {
         }
         trace_out(p, p.next_chunk);
         stream_->write(p.cmd.chunks[p.next_chunk]);
+        traffic_.sent += p.cmd.chunks[p.next_chunk].size();
         ++p.next_chunk;
         pump_sends();
         return;
@@ -455,10 +461,27 @@ StatusResponse Client::idle_done(uint64_t id, bool allow_failure) {
     if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
     trace_out(*it, it->next_chunk);
     stream_->write(it->cmd.chunks[it->next_chunk]);
+    traffic_.sent += it->cmd.chunks[it->next_chunk].size();
     it->next_chunk = it->cmd.chunks.size();
     pump_sends();
   }
   return wait(id, allow_failure);
+}
+
+void Client::drop_stream() noexcept {
+  if (!stream_) return;
+  if (const auto c = stream_->compressed_counts()) closed_compressed_ = c;
+  stream_.reset();
+}
+
+ServerTraffic Client::traffic() const {
+  ServerTraffic t = traffic_;
+  const auto c = stream_ ? stream_->compressed_counts() : closed_compressed_;
+  if (c) {
+    t.received_compressed = c->first;
+    t.sent_compressed = c->second;
+  }
+  return t;
 }
 
 void Client::abort() noexcept {
@@ -467,7 +490,7 @@ void Client::abort() noexcept {
     stream_->shutdown();
   } catch (...) {
   }
-  stream_.reset();
+  drop_stream();
   inflight_.clear();
 }
 

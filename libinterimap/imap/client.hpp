@@ -93,6 +93,8 @@ class Client {
   void track_activity(bool on) { track_activity_ = on; }
   // Returns and forgets what was recorded since the last call.
   ServerActivity take_activity();
+  // The bytes exchanged so far (also after close()).
+  ServerTraffic traffic() const;
 
   // Reads and dispatches what arrives within timeout_ms (-1: wait forever);
   // returns false if nothing arrived.  For IDLE and NOTIFY.
@@ -128,6 +130,8 @@ class Client {
   void dispatch(std::string_view raw);
   void trace_out(const Pending& p, size_t chunk);
   [[noreturn]] void lost(std::string_view why);
+  // Forgets the stream, keeping its compressed byte counts for traffic().
+  void drop_stream() noexcept;
   [[noreturn]] void command_failed(const Pending& p);
   // Records an untagged response into activity_; `claimed`: a command's
   // own handler consumed it (a solicited LIST or STATUS).
@@ -152,6 +156,8 @@ class Client {
   UntaggedHandler untagged_;
   bool track_activity_ = false;
   ServerActivity activity_;
+  ServerTraffic traffic_;  // IMAP bytes; the compressed counts come from the stream
+  std::optional<std::pair<uint64_t, uint64_t>> closed_compressed_;  // the DEFLATE layer's, once closed
   std::vector<char> buf_;
 };
 

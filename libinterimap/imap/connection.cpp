@@ -55,6 +55,7 @@ void Connection::require_capability(std::string_view c) const { client_->require
 bool Connection::compressed() const { return client_->compressed(); }
 bool Connection::encrypted() const { return client_->encrypted(); }
 detail::imap::Client& Connection::client() { return *client_; }
+ServerTraffic Connection::traffic() const { return client_->traffic(); }
 
 std::vector<std::string> Connection::enable(const std::vector<std::string>& capabilities) {
   // RFC 5161 3.1

@@ -79,6 +79,9 @@ class DeflateStream final : public Stream {
   std::string end_reason() const override { return inner_->end_reason(); }
   std::string connection_name() const override { return name_; }
   std::string peer() const override { return inner_->peer(); }
+  std::optional<std::pair<uint64_t, uint64_t>> compressed_counts() const override {
+    return std::make_pair(compressed_in_, compressed_out_);
+  }
 
  private:
   // Inflates pending input into out_ (which must be empty).
@@ -94,6 +97,7 @@ class DeflateStream final : public Stream {
   size_t out_len_ = 0;
   bool output_full_ = false;  // the last inflate() filled out_: it may hold more
   bool stream_end_ = false;   // the server ended its DEFLATE stream (final block)
+  uint64_t compressed_in_ = 0, compressed_out_ = 0;
 };
 
 void DeflateStream::inflate_some() {
@@ -121,6 +125,7 @@ size_t DeflateStream::read(std::span<char> buf) {
     if (z.avail_in == 0 && !output_full_) {
       size_t n = inner_->read(std::span<char>(in_.data(), in_.size()));
       if (n == 0) return 0;
+      compressed_in_ += n;
       z.next_in = reinterpret_cast<Bytef*>(in_.data());
       z.avail_in = static_cast<uInt>(n);
     }
@@ -157,11 +162,15 @@ void DeflateStream::write(std::string_view data) {
       pending.append(chunk, sizeof chunk - z.avail_out);
       if (pending.size() >= kMaxPendingOutput) {
         inner_->write(pending);
+        compressed_out_ += pending.size();
         pending.clear();
       }
     } while (z.avail_out == 0 || z.avail_in > 0);
   } while (!data.empty());
-  if (!pending.empty()) inner_->write(pending);
+  if (!pending.empty()) {
+    inner_->write(pending);
+    compressed_out_ += pending.size();
+  }
 }
 
 }  // namespace

@@ -6,10 +6,13 @@
 #include <interimap/options.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace interimap::detail {
 
@@ -56,6 +59,9 @@ class Stream {
   // proxy 127.0.0.1:1080", "tunnel command `CMD`"); empty for a stream
   // that does not know them.
   virtual std::string connection_name() const { return {}; }
+  // The DEFLATE layer: the compressed bytes read from and written to the
+  // layer below so far (received, sent); nullopt for other layers.
+  virtual std::optional<std::pair<uint64_t, uint64_t>> compressed_counts() const { return std::nullopt; }
   virtual std::string peer() const { return {}; }
 };
 

@@ -256,6 +256,7 @@ void Logger::log(LogLevel level, std::string_view name, std::string_view mailbox
     tag = "WARNING: ";
   }
   const std::string line = fmt::format("{}{}{}\n", prefix_.expand(name, mailbox), tag, message);
+  if (level != LogLevel::Debug) ++lines_;
   if (file_) {
     // Log file lines are timestamped.  Debug lines go to the file only;
     // the others also go to stderr, as the reference's log() does.

@@ -137,8 +137,17 @@ class SyncSmoke(unittest.TestCase):
             m.expunge()
         R.append("work.reports", h.make_message("report 2"))
         L.append("INBOX", h.make_message("local two"))
-        self.run_interimap()
+        _, err = self.run_interimap()
         self.assert_converged(pairs)
+        # The reference's closing lines, once per side, after a run that
+        # did something (a no-op run prints nothing: checked below).
+        for side in ("local", "remote"):
+            self.assertEqual(len(re.findall(rf"^{side}: IMAP traffic \(bytes\): recv \d+(\.\d\dK)?"
+                                            rf"( \(compr\. \S+, factor \d\.\d\d\))? sent \d+", err, re.M)), 1, err)
+        _, err = self.run_interimap()
+        # (the tunnels' own stderr, Dovecot's "imap(USER)..." lines, is ours)
+        self.assertEqual([l for l in err.splitlines() if not l.startswith("imap(")], [],
+                         "a no-op run without --debug says nothing")
         remote_inbox = R.messages("INBOX")
         local_inbox = snapshot(L, "INBOX")
         self.assertEqual(len(local_inbox), 21)  # 21 - 1 deleted + 1 new
