@@ -5,11 +5,9 @@ a small real SMTP server (Python's smtpd, 3.11), and ways to run $PULLIMAP
 to read the statefile and the destination stores back."""
 
 import imaplib
-import json
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -17,6 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+import smtpd_lib  # noqa: E402
 
 PULLIMAP = os.environ.get("PULLIMAP", "")
 REFERENCE = "/usr/bin/pullimap"
@@ -218,115 +217,12 @@ def output(p):
     return p.log.read().decode("utf-8", "replace")
 
 
-# ---------------------------------------------------------------------------
-# A real SMTP server: Python's smtpd (3.11) in a child process, recording
-# each message with its envelope, the EHLO names and the command batches.
-
-SMTPD = r'''
-import asyncore, json, os, sys, warnings
-warnings.simplefilter("ignore", DeprecationWarning)
-import smtpd
-
-opts = json.loads(sys.argv[1])
-spool = opts["spool"]
-counter = [0]
-
-def log(name, line):
-    with open(os.path.join(spool, name), "a") as f:
-        f.write(line + "\n")
-
-class Channel(smtpd.SMTPChannel):
-    def recv(self, n):
-        data = super().recv(n)
-        if data.startswith(b"MAIL FROM:"):
-            log("batches.log", ",".join(l.split(b" ")[0].split(b":")[0].decode()
-                                       for l in data.split(b"\r\n") if l))
-        return data
-
-    def smtp_EHLO(self, arg):
-        log("ehlo.log", arg)
-        self._set_rset_state()
-        self.seen_greeting = arg
-        self.extended_smtp = True
-        self.push("250-%s" % self.fqdn)
-        self.push("250-PIPELINING")
-        self.push("250-8BITMIME")
-        self.push("250 HELP")
-
-class Server(smtpd.SMTPServer):
-    channel_class = Channel
-
-    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
-        if opts.get("refuse_body") and opts["refuse_body"].encode() in data:
-            return "554 5.7.1 Message refused: it says %s" % opts["refuse_body"]
-        counter[0] += 1
-        base = os.path.join(spool, "msg-%05d" % counter[0])
-        with open(base + ".eml", "wb") as f:
-            f.write(data)
-        with open(base + ".json", "w") as f:
-            json.dump({"from": mailfrom, "rcpt": rcpttos, "options": kwargs.get("mail_options", [])}, f)
-        return None
-
-server = Server(("127.0.0.1", opts["port"]), None, decode_data=False, data_size_limit=64 * 1024 * 1024)
-open(os.path.join(spool, "ready"), "w").close()
-asyncore.loop(timeout=0.2)
-'''
-
+# A real SMTP server (smtpd_lib): pullimap's tests want it with PIPELINING
+# and 8BITMIME.
 
 def have_smtpd():
-    try:
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import smtpd  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return smtpd_lib.available()
 
 
-class Smtpd:
-    _count = 0
-
-    def __init__(self, t, **opts):
-        Smtpd._count += 1
-        self.spool = t.sub(f"smtpd-{Smtpd._count}")
-        script = t.file("smtpd_server.py", SMTPD)
-        for _ in range(4):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                self.port = s.getsockname()[1]
-            ready = os.path.join(self.spool, "ready")
-            self.process = h.Process([sys.executable, script, json.dumps(dict(opts, spool=self.spool, port=self.port))],
-                                     "smtpd", log_path=os.path.join(self.spool, "stderr.log"))
-            deadline = time.monotonic() + 15
-            while not os.path.exists(ready) and self.process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if os.path.exists(ready):
-                return
-            self.process.stop()
-        raise h.HarnessError("smtpd did not start")
-
-    def method(self):
-        return f"smtp:[127.0.0.1]:{self.port}"
-
-    def lines(self, name):
-        try:
-            with open(os.path.join(self.spool, name)) as f:
-                return f.read().splitlines()
-        except FileNotFoundError:
-            return []
-
-    def messages(self):
-        """[(envelope dict, data bytes)]: smtpd keeps the data with LF line
-        ends and without the final line end."""
-        out = []
-        for name in sorted(os.listdir(self.spool)):
-            if name.endswith(".eml"):
-                with open(os.path.join(self.spool, name), "rb") as f:
-                    data = f.read()
-                with open(os.path.join(self.spool, name[:-4] + ".json")) as f:
-                    out.append((json.load(f), data))
-        return out
-
-    def stop(self):
-        self.process.stop()
+def Smtpd(t, **opts):  # noqa: N802
+    return smtpd_lib.SmtpdServer(t, **dict({"pipelining": True}, **opts))

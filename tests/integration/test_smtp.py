@@ -17,7 +17,6 @@ against real servers on 127.0.0.1:
 Plus the pieces without a server: the DATA encoding (a table, each input
 split at every byte), deliver-method parsing and envelope_mailbox()."""
 
-import json
 import os
 import re
 import socket
@@ -28,6 +27,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+from smtpd_lib import SmtpdServer as _SmtpdServer  # noqa: E402
 
 PROBE = os.environ.get("SMTP_PROBE", "")
 if not PROBE or not os.access(PROBE, os.X_OK):
@@ -49,155 +49,6 @@ def setUpModule():
 
 
 # ---------------------------------------------------------------------------
-# The SMTP server: smtpd in a child process
-
-SMTPD_SERVER = r'''
-import asyncore, json, os, sys, warnings
-warnings.simplefilter("ignore", DeprecationWarning)
-import smtpd
-
-opts = json.loads(sys.argv[1])
-spool = opts["spool"]
-counter = [0]
-
-def log(name, line):
-    with open(os.path.join(spool, name), "a") as f:
-        f.write(line + "\n")
-
-class Channel(smtpd.SMTPChannel):
-    def recv(self, n):
-        data = super().recv(n)
-        # The commands that arrived together, when a chunk starts a
-        # transaction: "MAIL,RCPT,DATA" when pipelined.
-        if data.startswith(b"MAIL FROM:"):
-            verbs = [l.split(b" ")[0].split(b":")[0].decode() for l in data.split(b"\r\n") if l]
-            log("batches.log", ",".join(verbs))
-        return data
-
-    def smtp_EHLO(self, arg):
-        if not arg:
-            self.push("501 Syntax: EHLO hostname")
-            return
-        log("ehlo.log", arg)
-        self._set_rset_state()
-        self.seen_greeting = arg
-        self.extended_smtp = True
-        self.push("250-%s" % self.fqdn)
-        if opts.get("pipelining"):
-            self.push("250-PIPELINING")
-        if opts.get("eightbitmime", True):
-            self.push("250-8BITMIME")
-        self.push("250-SMTPUTF8")
-        self.push("250 HELP")
-
-    def smtp_MAIL(self, arg):
-        if opts.get("refuse_from") and arg and ("<%s>" % opts["refuse_from"]) in arg:
-            self.push("553 5.7.1 <%s>: Sender address rejected" % opts["refuse_from"])
-            return
-        super().smtp_MAIL(arg)
-
-    def smtp_RCPT(self, arg):
-        if self.mailfrom is not None and arg and ("<%s>" % opts.get("refuse_rcpt")) in arg:
-            self.push("550 5.1.1 <%s>: Recipient address rejected" % opts["refuse_rcpt"])
-            return
-        super().smtp_RCPT(arg)
-
-    def smtp_RSET(self, arg):
-        log("rset.log", "RSET")
-        super().smtp_RSET(arg)
-
-    def smtp_QUIT(self, arg):
-        log("quit.log", "QUIT")
-        super().smtp_QUIT(arg)
-
-class Server(smtpd.SMTPServer):
-    channel_class = Channel
-
-    def handle_accepted(self, conn, addr):
-        log("sessions.log", "session")
-        super().handle_accepted(conn, addr)
-
-    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
-        if opts.get("refuse_body") and opts["refuse_body"].encode() in data:
-            return "554 5.7.1 Message refused: it says %s" % opts["refuse_body"]
-        counter[0] += 1
-        base = os.path.join(spool, "msg-%04d" % counter[0])
-        with open(base + ".eml", "wb") as f:
-            f.write(data)
-        with open(base + ".json", "w") as f:
-            json.dump({"from": mailfrom, "rcpt": rcpttos, "options": kwargs.get("mail_options", [])}, f)
-        if opts.get("one_per_session"):
-            # 250, then the end of the session in the same write (RFC 5321
-            # 3.8: 421 when the server must close).
-            return "250 OK\r\n421 4.3.2 one message per session"
-        return None
-
-server = Server((opts["host"], opts["port"]), None, decode_data=False, enable_SMTPUTF8=True,
-                data_size_limit=64 * 1024 * 1024)
-open(os.path.join(spool, "ready"), "w").close()
-asyncore.loop(timeout=0.2)
-'''
-
-
-class SmtpdServer:
-    """smtpd on a free port; `spool` holds what it received."""
-
-    _count = 0
-
-    def __init__(self, host="127.0.0.1", **opts):
-        SmtpdServer._count += 1
-        self.host = host
-        self.spool = T.sub(f"smtpd-{SmtpdServer._count}")
-        self.opts = dict(opts, spool=self.spool, host=host)
-        self.script = T.file("smtpd_server.py", SMTPD_SERVER)
-        for attempt in range(4):
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as s:
-                s.bind((host, 0))
-                self.port = s.getsockname()[1]
-            self.opts["port"] = self.port
-            ready = os.path.join(self.spool, "ready")
-            self.process = h.Process([sys.executable, self.script, json.dumps(self.opts)], "smtpd",
-                                     log_path=os.path.join(self.spool, "stderr.log"))
-            # Not a probe connection: smtpd would count it as a session.
-            deadline = time.monotonic() + 15
-            while not os.path.exists(ready) and self.process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if os.path.exists(ready):
-                return
-            self.process.stop()  # the port was taken meanwhile: try another
-        raise h.HarnessError(f"smtpd did not start: {self.read('stderr.log')}")
-
-    def method(self):
-        return f"smtp:[{self.host}]:{self.port}"
-
-    def read(self, name):
-        try:
-            with open(os.path.join(self.spool, name), errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def lines(self, name):
-        return self.read(name).splitlines()
-
-    def messages(self):
-        """[(envelope dict, data bytes)] in arrival order."""
-        out = []
-        for name in sorted(os.listdir(self.spool)):
-            if name.endswith(".eml"):
-                with open(os.path.join(self.spool, name), "rb") as f:
-                    data = f.read()
-                with open(os.path.join(self.spool, name[:-4] + ".json")) as f:
-                    env = json.load(f)
-                out.append((env, data))
-        return out
-
-    def stop(self):
-        self.process.stop()
-
-
-# ---------------------------------------------------------------------------
 # Messages and the probe
 
 def normalized(msg):
@@ -207,6 +58,10 @@ def normalized(msg):
     if not out.endswith(b"\r\n"):
         out += b"\r\n"
     return out
+
+
+def SmtpdServer(**opts):  # noqa: N802  (the tests' server, in this script's directory)
+    return _SmtpdServer(T, **opts)
 
 
 def as_smtpd_stores(msg):
