@@ -70,8 +70,13 @@ class Connection {
   // Throws NetworkError, ProtocolError or CommandError; each names the
   // connection (options().name) and what failed.
   void open();
-  // Sends LOGOUT and closes; never throws.
-  void close() noexcept;
+  // How close() ends the session.  Hangup closes without LOGOUT: for a
+  // tunnel, the end of its input ends the session as LOGOUT would (the
+  // commands sent have all completed), one round trip and about 80 bytes
+  // fewer, as the reference ends every run.
+  enum class Goodbye { Logout, Hangup };
+  // Sends LOGOUT (unless Hangup) and closes; never throws.
+  void close(Goodbye goodbye = Goodbye::Logout) noexcept;
   bool is_open() const;
 
   const ConnectionOptions& options() const;

@@ -233,8 +233,9 @@ class Mailbox {
   // Returns and forgets the changes recorded since select() or the last
   // call: VANISHED UIDs and FETCH flag updates, solicited or not.
   Changes take_changes();
-  // True if the server announced new messages (EXISTS grew) since select()
-  // or the last call; the flag is then cleared.
+  // True if the server announced new messages (EXISTS grew by more than
+  // this object's own append() calls explain) since select() or the last
+  // call; the flag is then cleared.
   bool take_new_messages();
 
   // RFC 7162 3.1.4, 3.2.6: UID FETCH uids (FLAGS MODSEQ) (CHANGEDSINCE
@@ -280,6 +281,16 @@ class Mailbox {
   // Precondition: selected read-write; the server has UIDPLUS
   // (ProtocolError otherwise).
   UidSet expunge(const UidSet& uids);
+
+  // expunge(expunge) and store_flags(stores, unchangedsince) in one
+  // pipelined round trip: what a mailbox's sync of known messages sends
+  // to one server.  The two should not name the same UIDs.
+  struct UpdateResult {
+    UidSet not_expunged;          // as expunge() returns
+    std::vector<UidSet> refused;  // as store_flags() returns, per store
+  };
+  UpdateResult update(const UidSet& expunge, const std::vector<FlagStore>& stores,
+                      std::optional<uint64_t> unchangedsince = std::nullopt);
 
   // UID FETCH uids (UID FLAGS INTERNALDATE [MODSEQ] [ENVELOPE] [BODY.PEEK[]]),
   // chunks pipelined, calling callback once per message as soon as its

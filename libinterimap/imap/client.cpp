@@ -231,10 +231,10 @@ void Client::start_compress() {
   compressed_ = true;
 }
 
-void Client::close() noexcept {
+void Client::close(bool logout) noexcept {
   if (!stream_) return;
   try {
-    if (!bye_) {
+    if (logout && !bye_) {
       // RFC 3501 6.1.3: the server answers BYE then the tagged OK.
       run(CommandBuilder("LOGOUT").build(), {}, true);
     }

@@ -33,8 +33,9 @@ class Client {
   // Opens the transport and performs greeting, STARTTLS, authentication
   // and COMPRESS (see Connection::open).
   void open();
-  // LOGOUT (waiting for the BYE and tagged OK) then closes; never throws.
-  void close() noexcept;
+  // LOGOUT (waiting for the BYE and tagged OK) unless !logout, then
+  // closes; never throws.
+  void close(bool logout = true) noexcept;
   bool is_open() const { return stream_ != nullptr; }
 
   const ConnectionOptions& options() const { return options_; }

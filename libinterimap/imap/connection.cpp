@@ -45,7 +45,7 @@ Connection::Connection(Connection&&) noexcept = default;
 Connection& Connection::operator=(Connection&&) noexcept = default;
 
 void Connection::open() { client_->open(); }
-void Connection::close() noexcept { client_->close(); }
+void Connection::close(Goodbye goodbye) noexcept { client_->close(goodbye == Goodbye::Logout); }
 bool Connection::is_open() const { return client_->is_open(); }
 const ConnectionOptions& Connection::options() const { return client_->options(); }
 const std::string& Connection::name() const { return client_->name(); }

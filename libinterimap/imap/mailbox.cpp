@@ -374,6 +374,9 @@ struct Mailbox::State {
   bool nomodseq = false;
   uint32_t exists = 0;
   bool new_messages = false;
+  // Messages of our own APPENDs to this selected mailbox whose EXISTS has
+  // not come yet: that growth is not news (no FETCH for it).
+  uint32_t own_appends = 0;
   std::vector<std::string> flags, permanent_flags;
   UidSet vanished;
   std::map<uint32_t, Change> modified;
@@ -410,6 +413,7 @@ struct Mailbox::State {
     nomodseq = false;
     exists = 0;
     new_messages = false;
+    own_appends = 0;
     flags.clear();
     permanent_flags.clear();
     vanished.clear();
@@ -434,6 +438,13 @@ struct Mailbox::State {
   void require_writable(std::string_view operation) const {
     require_selected(operation);
     if (read_only) throw Error(fmt::format("{}: {}: mailbox is selected read-only", where(), operation));
+  }
+  // RFC 4315 2.1: UID EXPUNGE only removes the given UIDs, leaving
+  // \Deleted messages of other clients alone.
+  void require_uidplus() const {
+    if (!client->has_capability("UIDPLUS"))
+      throw ProtocolError(fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for UID EXPUNGE",
+                                      where()));
   }
 
   [[noreturn]] void command_failed(std::string_view command, std::string_view what, const StatusResponse& st) const {
@@ -516,7 +527,12 @@ struct Mailbox::State {
     }
     if (const auto* e = std::get_if<ExistsData>(&r.data)) {
       // RFC 3501 7.3.1: outside SELECT a larger EXISTS announces new messages.
-      if (!selecting && e->count > exists) new_messages = true;
+      if (!selecting && e->count > exists) {
+        const uint32_t grown = e->count - exists;
+        const uint32_t ours = std::min(grown, own_appends);
+        own_appends -= ours;
+        if (grown > ours) new_messages = true;
+      }
       exists = e->count;
       return true;
     }
@@ -882,25 +898,48 @@ UidSet Mailbox::store_flags(const UidSet& uids, StoreMode mode, const std::vecto
 
 std::vector<UidSet> Mailbox::store_flags(const std::vector<FlagStore>& stores,
                                          std::optional<uint64_t> unchangedsince) {
+  state_->settle();
+  state_->require_writable("UID STORE");
+  return update({}, stores, unchangedsince).refused;
+}
+
+UidSet Mailbox::expunge(const UidSet& uids) {
+  state_->settle();
+  state_->require_writable("UID EXPUNGE");
+  state_->require_uidplus();
+  return update(uids, {}, std::nullopt).not_expunged;
+}
+
+Mailbox::UpdateResult Mailbox::update(const UidSet& expunge, const std::vector<FlagStore>& stores,
+                                      std::optional<uint64_t> unchangedsince) {
   State& st = *state_;
   st.settle();
-  st.require_writable("UID STORE");
   Client& client = *st.client;
-  std::vector<UidSet> refused(stores.size());
-  if (std::all_of(stores.begin(), stores.end(), [](const FlagStore& f) { return f.uids.empty(); })) return refused;
-  if (unchangedsince) client.require_capability("CONDSTORE");
-  // RFC 7162 3.1.3: UID STORE set (UNCHANGEDSINCE n) item (flags)
-  const std::string modifier = unchangedsince ? fmt::format("(UNCHANGEDSINCE {})", *unchangedsince) : "";
-  auto item_of = [](StoreMode mode) {
-    return mode == StoreMode::Add ? "+FLAGS.SILENT" : mode == StoreMode::Remove ? "-FLAGS.SILENT" : "FLAGS.SILENT";
-  };
+  UpdateResult result;
+  result.refused.resize(stores.size());
+  const bool storing = std::any_of(stores.begin(), stores.end(), [](const FlagStore& f) { return !f.uids.empty(); });
+  if (!expunge.empty()) {
+    st.require_writable("UID EXPUNGE");
+    st.require_uidplus();
+  }
+  if (storing) st.require_writable("UID STORE");
+  if (expunge.empty() && !storing) return result;
+  if (storing && unchangedsince) client.require_capability("CONDSTORE");
 
-  Window window(client, st.conn->abandoned, kWindowBytes, kWindowCommands, [&](size_t index, StatusResponse& status) {
+  // Window indexes: 0..stores.size()-1 a flag store, then the expunge pair.
+  const size_t deleted_index = stores.size(), expunge_index = stores.size() + 1;
+  Window window(client, st.conn->abandoned, kWindowBytes, 2 * kWindowCommands, [&](size_t index, StatusResponse& status) {
+    if (index >= deleted_index) {
+      const char* command = index == deleted_index ? "UID STORE" : "UID EXPUNGE";
+      if (status.kind != StatusResponse::Kind::Ok) st.command_failed(command, command, status);
+      st.process_code(status.code);
+      return;
+    }
     // RFC 7162 3.1.3: [MODIFIED set] lists the UIDs that failed the
     // UNCHANGEDSINCE test; the others were stored.
     if (status.code.kind == ResponseCode::Kind::Other && status.code.name == "MODIFIED") {
       try {
-        refused[index].insert(UidSet::parse(status.code.raw));
+        result.refused[index].insert(UidSet::parse(status.code.raw));
       } catch (const std::invalid_argument& e) {
         throw ProtocolError(fmt::format("{}: UID STORE: malformed MODIFIED response code: {}", st.where(), e.what()));
       }
@@ -909,14 +948,31 @@ std::vector<UidSet> Mailbox::store_flags(const std::vector<FlagStore>& stores,
     if (status.kind != StatusResponse::Kind::Ok) st.command_failed("UID STORE", "UID STORE", status);
     st.process_code(status.code);
   });
+
+  // The longer of the two lines decides the split.
+  const size_t fixed = std::string_view("UID STORE  +FLAGS.SILENT (\\Deleted)").size();
+  for (const auto& set : split_set(expunge, fixed)) {
+    if (window.failed()) break;
+    // Pipelined pairs: a failed STORE makes the EXPUNGE remove nothing of
+    // this set that was not already \Deleted, so it need not wait.
+    window.send(client.command("UID STORE").raw(set).raw("+FLAGS.SILENT").raw("(\\Deleted)").build(), {},
+                deleted_index);
+    window.send(client.command("UID EXPUNGE").raw(set).build(), {}, expunge_index);
+  }
+
+  // RFC 7162 3.1.3: UID STORE set (UNCHANGEDSINCE n) item (flags)
+  const std::string modifier = unchangedsince ? fmt::format("(UNCHANGEDSINCE {})", *unchangedsince) : "";
+  auto item_of = [](StoreMode mode) {
+    return mode == StoreMode::Add ? "+FLAGS.SILENT" : mode == StoreMode::Remove ? "-FLAGS.SILENT" : "FLAGS.SILENT";
+  };
   for (size_t k = 0; k < stores.size() && !window.failed(); ++k) {
     const FlagStore& fs = stores[k];
     if (fs.uids.empty()) continue;
     const char* item = item_of(fs.mode);
     const std::string list = flag_list(fs.flags);
-    const size_t fixed = std::string_view("UID STORE ").size() + (modifier.empty() ? 0 : modifier.size() + 1) + 1 +
-                         std::strlen(item) + 1 + list.size();
-    for (const auto& set : split_set(fs.uids, fixed)) {
+    const size_t line = std::string_view("UID STORE ").size() + (modifier.empty() ? 0 : modifier.size() + 1) + 1 +
+                        std::strlen(item) + 1 + list.size();
+    for (const auto& set : split_set(fs.uids, line)) {
       if (window.failed()) break;
       auto cmd = client.command("UID STORE").raw(set);
       if (!modifier.empty()) cmd.raw(modifier);
@@ -924,6 +980,19 @@ std::vector<UidSet> Mailbox::store_flags(const std::vector<FlagStore>& stores,
     }
   }
   window.finish();
+
+  if (!expunge.empty() && st.conn->qresync) {
+    // The VANISHED responses reached the state through the untagged
+    // handler: the expunged UIDs are not changes for the caller.
+    UidSet expunged = expunge;
+    result.not_expunged = expunge;
+    result.not_expunged.erase(st.vanished);
+    expunged.erase(result.not_expunged);
+    st.vanished.erase(expunged);
+    for (auto it = st.modified.begin(); it != st.modified.end();)
+      it = expunged.contains(it->first) ? st.modified.erase(it) : std::next(it);
+  }
+  if (!storing) return result;
 
   // The FETCH responses that echo our own store (with CONDSTORE the server
   // sends them even for .SILENT, RFC 7162 3.1.3) are not changes for the
@@ -938,7 +1007,7 @@ std::vector<UidSet> Mailbox::store_flags(const std::vector<FlagStore>& stores,
     for (size_t k = stores.size(); k-- > 0;) {
       const FlagStore& fs = stores[k];
       if (!fs.uids.contains(uid)) continue;
-      if (refused[k].contains(uid)) break;
+      if (result.refused[k].contains(uid)) break;
       if (!known) {
         echo = true;
       } else if (fs.mode == StoreMode::Add) {
@@ -954,48 +1023,10 @@ std::vector<UidSet> Mailbox::store_flags(const std::vector<FlagStore>& stores,
     }
     it = echo ? st.modified.erase(it) : std::next(it);
   }
-  for (const UidSet& r : refused)
+  for (const UidSet& r : result.refused)
     for (const auto& [first, last] : r.ranges())
       for (uint64_t uid = first; uid <= last; ++uid) st.modified.try_emplace(static_cast<uint32_t>(uid));
-  return refused;
-}
-
-UidSet Mailbox::expunge(const UidSet& uids) {
-  State& st = *state_;
-  st.settle();
-  st.require_writable("UID EXPUNGE");
-  Client& client = *st.client;
-  // RFC 4315 2.1: UID EXPUNGE only removes the given UIDs, leaving
-  // \Deleted messages of other clients alone.
-  if (!client.has_capability("UIDPLUS"))
-    throw ProtocolError(fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for UID EXPUNGE",
-                                    st.where()));
-  if (uids.empty()) return {};
-  Window window(client, st.conn->abandoned, kWindowBytes, 2 * kWindowCommands, [&](size_t index, StatusResponse& status) {
-    const char* command = index == 0 ? "UID STORE" : "UID EXPUNGE";
-    if (status.kind != StatusResponse::Kind::Ok) st.command_failed(command, command, status);
-    st.process_code(status.code);
-  });
-  // The longer of the two lines decides the split.
-  const size_t fixed = std::string_view("UID STORE  +FLAGS.SILENT (\\Deleted)").size();
-  for (const auto& set : split_set(uids, fixed)) {
-    if (window.failed()) break;
-    // Pipelined pairs: a failed STORE makes the EXPUNGE remove nothing of
-    // this set that was not already \Deleted, so it need not wait.
-    window.send(client.command("UID STORE").raw(set).raw("+FLAGS.SILENT").raw("(\\Deleted)").build(), {}, 0);
-    window.send(client.command("UID EXPUNGE").raw(set).build(), {}, 1);
-  }
-  window.finish();
-  if (!st.conn->qresync) return {};
-  // The VANISHED responses reached the state through the untagged handler.
-  UidSet expunged = uids;
-  UidSet not_vanished = uids;
-  not_vanished.erase(st.vanished);
-  expunged.erase(not_vanished);
-  st.vanished.erase(expunged);
-  for (auto it = st.modified.begin(); it != st.modified.end();)
-    it = expunged.contains(it->first) ? st.modified.erase(it) : std::next(it);
-  return not_vanished;
+  return result;
 }
 
 void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Message&)>& callback,
@@ -1107,7 +1138,10 @@ std::vector<uint32_t> Mailbox::append(const std::vector<AppendMessage>& messages
     const auto [begin, end] = batches[index];
     const std::string what = end - begin == 1 ? fmt::format("APPEND of message #{}", begin + 1)
                                               : fmt::format("APPEND of messages #{}-#{}", begin + 1, end);
-    if (status.kind != StatusResponse::Kind::Ok) st.command_failed("APPEND", what, status);
+    if (status.kind != StatusResponse::Kind::Ok) {
+      if (st.selected) st.own_appends -= std::min<uint32_t>(st.own_appends, static_cast<uint32_t>(end - begin));
+      st.command_failed("APPEND", what, status);
+    }
     // RFC 4315 3: OK [APPENDUID uidvalidity uid-set], the UIDs in the
     // order the messages were given (MULTIAPPEND assigns them ascending).
     if (status.code.kind != ResponseCode::Kind::AppendUid)
@@ -1156,6 +1190,7 @@ std::vector<uint32_t> Mailbox::append(const std::vector<AppendMessage>& messages
       if (!m.internaldate.empty()) cmd.string(m.internaldate);
       cmd.literal(m.body);
     }
+    if (st.selected) st.own_appends += static_cast<uint32_t>(batches[b].second - batches[b].first);
     window.send(cmd.build(), {}, b);
   }
   window.finish();

@@ -387,10 +387,10 @@ struct SyncSession::Impl {
   // which is returned.
   std::string conflict_union(const Box& box, uint32_t luid, std::string_view lflags, uint32_t ruid,
                              std::string_view rflags);
-  // Replaces the flags of each list of UIDs (flag string -> UIDs), all the
-  // STOREs pipelined.
-  void push_flag_updates(Box& box, Side side, const std::map<std::string, std::vector<uint32_t>>& updates);
-  void remove_messages(Box& box, Side side, const std::vector<uint32_t>& uids);
+  // UID EXPUNGEs `remove` and replaces the flags of each list of UIDs
+  // (flag string -> UIDs), all in one pipelined round trip.
+  void update_side(Box& box, Side side, const std::vector<uint32_t>& remove,
+                   const std::map<std::string, std::vector<uint32_t>>& updates);
   bool sync_known(Box& box);
   UidSet transfer(Box& box, Side source, const UidSet& range, bool announce);
   UidSet pull_new(Box& box, Side source, const UidSet& ignore);
@@ -818,37 +818,34 @@ std::string SyncSession::Impl::conflict_union(const Box& box, uint32_t luid, std
   return u;
 }
 
-void SyncSession::Impl::push_flag_updates(Box& box, Side side,
-                                          const std::map<std::string, std::vector<uint32_t>>& updates) {
-  if (updates.empty()) return;
+void SyncSession::Impl::update_side(Box& box, Side side, const std::vector<uint32_t>& remove,
+                                    const std::map<std::string, std::vector<uint32_t>>& updates) {
+  if (remove.empty() && updates.empty()) return;
   const size_t i = index(side);
+  const UidSet set = to_set(remove);
   std::vector<Mailbox::FlagStore> stores;
   stores.reserve(updates.size());
   for (const auto& [flags, uids] : updates) stores.push_back({to_set(uids), StoreMode::Replace, split_flags(flags)});
   // RFC 7162 3.1.3: UNCHANGEDSINCE the clean state, so that a change made
   // meanwhile is not overwritten; refused UIDs come back as changes.
   const std::optional<uint64_t> since = box.hms[i] > 0 ? std::optional(box.hms[i]) : std::nullopt;
-  const std::vector<UidSet> refused = box.m(side).store_flags(stores, since);
+  const Mailbox::UpdateResult r = box.m(side).update(set, stores, since);
+  if (!remove.empty()) {
+    UidSet done = set;
+    done.erase(r.not_expunged);
+    if (!done.empty()) info2(side, box.name, fmt::format("Removed {} UID(s) {}", done.size(), done.to_string()));
+    if (!r.not_expunged.empty()) warn2(side, box.name, "Couldn't UID EXPUNGE " + r.not_expunged.to_string());
+  }
   size_t k = 0;
   for (const auto& [flags, uids] : updates) {
     UidSet ok = stores[k].uids;
-    ok.erase(refused[k]);
+    ok.erase(r.refused[k]);
     if (!ok.empty()) info2(side, box.name, fmt::format("Updated flags ({}) for UID {}", flags, ok.to_string()));
-    if (!refused[k].empty())
+    if (!r.refused[k].empty())
       info2(side, box.name,
-            fmt::format("Couldn't update flags ({}) for UID {}, will try again later", flags, refused[k].to_string()));
+            fmt::format("Couldn't update flags ({}) for UID {}, will try again later", flags, r.refused[k].to_string()));
     ++k;
   }
-}
-
-void SyncSession::Impl::remove_messages(Box& box, Side side, const std::vector<uint32_t>& uids) {
-  if (uids.empty()) return;
-  const UidSet set = to_set(uids);
-  const UidSet failed = box.m(side).expunge(set);
-  UidSet done = set;
-  done.erase(failed);
-  if (!done.empty()) info2(side, box.name, fmt::format("Removed {} UID(s) {}", done.size(), done.to_string()));
-  if (!failed.empty()) warn2(side, box.name, "Couldn't UID EXPUNGE " + failed.to_string());
 }
 
 // The reference's sync_known_messages: propagate VANISHED and flag
@@ -862,8 +859,12 @@ bool SyncSession::Impl::sync_known(Box& box) {
     if (lv.empty() && rv.empty() && lm.empty() && rm.empty()) return update;
     update = true;
 
+    // Vanished messages: removed from the other side, their mappings
+    // forgotten once both sides confirmed.
+    std::vector<uint32_t> l_remove, r_remove, forget;
+    std::set<uint32_t> forgotten_remote;  // the remote halves of `forget`
     if (!lv.empty() || !rv.empty()) {
-      std::vector<uint32_t> l_remove, r_remove, l_dunno, r_dunno, forget;
+      std::vector<uint32_t> l_dunno, r_dunno;
       const auto lvv = lv.to_vector();
       const auto rvv = rv.to_vector();
       const auto lmap = db->lookup(box.idx, Side::Local, lvv);
@@ -873,6 +874,7 @@ bool SyncSession::Impl::sync_known(Box& box) {
           continue;
         }
         forget.push_back(lvv[k]);
+        forgotten_remote.insert(*lmap[k]);
         if (!rv.contains(*lmap[k])) r_remove.push_back(*lmap[k]);
       }
       const auto rmap = db->lookup(box.idx, Side::Remote, rvv);
@@ -882,6 +884,7 @@ bool SyncSession::Impl::sync_known(Box& box) {
         } else if (!lv.contains(*rmap[k])) {
           l_remove.push_back(*rmap[k]);
           forget.push_back(*rmap[k]);
+          forgotten_remote.insert(rvv[k]);
         }
       }
       if (!l_dunno.empty())
@@ -890,17 +893,20 @@ bool SyncSession::Impl::sync_known(Box& box) {
       if (!r_dunno.empty())
         warn2(Side::Local, box.name,
               fmt::format("No match for {} vanished remote UID(s) {}. Ignoring.", r_dunno.size(), to_set(r_dunno).to_string()));
-      both.run([&](Side s) { remove_messages(box, s, s == Side::Local ? l_remove : r_remove); });
-      // Forgotten only now that both sides confirmed the EXPUNGE; committed
-      // with the next state update.
-      for (uint32_t u : wtx().remove_mappings(box.idx, Side::Local, forget))
-        always("database", "", fmt::format("Can't delete (idx,lUID) = ({},{})", box.idx, u), LogLevel::Warning);
     }
 
+    // Flag changes, in the same round trip.  A mapping being forgotten
+    // above counts as gone already (the reference forgets before it
+    // looks these up).
+    std::map<std::string, std::vector<uint32_t>> l_update, r_update;
     if (!lm.empty() || !rm.empty()) {
-      std::map<std::string, std::vector<uint32_t>> l_update, r_update;
+      const std::set<uint32_t> forgotten_local(forget.begin(), forget.end());
+      auto find = [&](Side s, uint32_t uid) -> std::optional<uint32_t> {
+        if ((s == Side::Local ? forgotten_local : forgotten_remote).count(uid) != 0) return std::nullopt;
+        return db->lookup(box.idx, s, uid);
+      };
       for (const auto& [luid, lflags] : lm) {
-        const auto ruid = db->lookup(box.idx, Side::Local, luid);
+        const auto ruid = find(Side::Local, luid);
         if (!ruid) {
           warn2(Side::Remote, box.name, fmt::format("No match for modified local UID {}. Try '--repair'.", luid));
           continue;
@@ -916,17 +922,23 @@ bool SyncSession::Impl::sync_known(Box& box) {
         }
       }
       for (const auto& [ruid, rflags] : rm) {
-        const auto luid = db->lookup(box.idx, Side::Remote, ruid);
+        const auto luid = find(Side::Remote, ruid);
         if (!luid) {
           warn2(Side::Local, box.name, fmt::format("No match for modified remote UID {}. Try '--repair'.", ruid));
           continue;
         }
         if (lm.count(*luid) == 0) l_update[rflags].push_back(*luid);
       }
-      both.run([&](Side s) {
-        push_flag_updates(box, s, s == Side::Local ? l_update : r_update);
-      });
     }
+
+    both.run([&](Side s) {
+      update_side(box, s, s == Side::Local ? l_remove : r_remove, s == Side::Local ? l_update : r_update);
+    });
+    // Forgotten only now that both sides confirmed the EXPUNGE; committed
+    // with the next state update.
+    if (!forget.empty())
+      for (uint32_t u : wtx().remove_mappings(box.idx, Side::Local, forget))
+        always("database", "", fmt::format("Can't delete (idx,lUID) = ({},{})", box.idx, u), LogLevel::Warning);
   }
 }
 
@@ -1180,14 +1192,13 @@ void SyncSession::Impl::resume(const MailboxRecord& rec) {
     if (r != present[1].end()) r_remove.push_back(p.remote);
     forget.push_back(p.local);
   }
-  both.run([&](Side s) { remove_messages(box, s, s == Side::Local ? l_remove : r_remove); });
+  both.run([&](Side s) {
+    update_side(box, s, s == Side::Local ? l_remove : r_remove, s == Side::Local ? l_update : r_update);
+  });
   if (!forget.empty()) {
     wtx().remove_mappings(box.idx, Side::Local, forget);
     commit();  // after the EXPUNGEs
   }
-  both.run([&](Side s) {
-    push_flag_updates(box, s, s == Side::Local ? l_update : r_update);
-  });
   // Flags of known messages are compared from scratch next time they change.
   for (Side s : kSides) box.hms[index(s)] = 0;
   sync_messages(box, ignore);
@@ -1261,14 +1272,13 @@ void SyncSession::Impl::repair(const MailboxRecord& rec) {
     if (rh) mod[1].erase(r);
     return true;
   });
-  both.run([&](Side s) { remove_messages(box, s, s == Side::Local ? l_remove : r_remove); });
+  both.run([&](Side s) {
+    update_side(box, s, s == Side::Local ? l_remove : r_remove, s == Side::Local ? l_update : r_update);
+  });
   if (!forget.empty()) {
     wtx().remove_mappings(box.idx, Side::Local, forget);
-    commit();
+    commit();  // after the EXPUNGEs
   }
-  both.run([&](Side s) {
-    push_flag_updates(box, s, s == Side::Local ? l_update : r_update);
-  });
   for (const auto& [uid, seen] : mod[0]) {
     warn2(Side::Remote, box.name, fmt::format("No match for modified local UID {}. Redownloading.", uid));
     l_missing.push_back(uid);
@@ -1463,11 +1473,21 @@ std::string traffic_line(const ServerTraffic& t) {
 void SyncSession::close() noexcept {
   impl_->tx.reset();
   std::array<bool, 2> was_open{};
-  for (Side s : kSides)
-    if (auto& c = impl_->conn[index(s)]; c && c->is_open()) {
-      was_open[index(s)] = true;
-      c->close();
-    }
+  for (Side s : kSides) was_open[index(s)] = impl_->conn[index(s)] && impl_->conn[index(s)]->is_open();
+  // Both at once: each waits for its server (LOGOUT's answer, a tunnel's
+  // exit).  A one-shot run hangs up its tunnels as the reference does; a
+  // network server, and both servers when --watch stops, get a LOGOUT.
+  auto end = [&](Side s) {
+    if (!was_open[index(s)]) return;
+    Connection& c = *impl_->conn[index(s)];
+    const bool tunnel = c.options().type == ConnectionOptions::Type::Tunnel;
+    c.close(tunnel && !impl_->opt.watch ? Connection::Goodbye::Hangup : Connection::Goodbye::Logout);
+  };
+  try {
+    impl_->both.run(end);
+  } catch (...) {
+    for (Side s : kSides) end(s);  // the helper thread could not start
+  }
   // As the reference, each side's traffic once its connection is closed
   // (once: close() may be called again), unless --quiet, when the run said
   // anything (a no-op run stays silent).

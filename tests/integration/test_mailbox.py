@@ -401,6 +401,48 @@ class StoreExpunge(unittest.TestCase):
         self.assertEqual(int(r.row("STATE")[3]), 3000)
         self.assertEqual(search_uids(MAIN, box, "ALL"), set(range(1, 6001, 2)))
 
+    def test_update_expunge_and_store_pipelined(self):
+        box = "update"
+        MAIN.append_many(box, [h.make_message(f"up{i}") for i in range(8)], create=True)
+        st = settled_status(MAIN, box)
+        # Another client changes UID 6 first: UNCHANGEDSINCE refuses it.
+        select_store(MAIN, box, ("uid", "STORE", "6", "+FLAGS", "(\\Draft)"))
+        r = probe(MAIN, box, ["enable"], ["select"],
+                  ["update", "2:3", "4:6", "\\Seen kw", st["HIGHESTMODSEQ"]], ["changes"], debug=1)
+        self.assertEqual(parse_set(r.row("NOTEXPUNGED")[0]), set(), r.describe())
+        self.assertEqual(parse_set(r.row("MODIFIED")[0]), {6}, r.describe())
+        self.assertEqual(search_uids(MAIN, box, "ALL"), {1, 4, 5, 6, 7, 8})
+        stored = MAIN.messages(box)
+        self.assertEqual(norm_flags(stored[4][0]), ["\\seen", "kw"])
+        self.assertEqual(norm_flags(stored[6][0]), ["\\draft"])
+        # One round trip: every command goes out before the first answer.
+        lines = [line for line in r.err.splitlines() if re.search(r": [CS]: ", line)]
+        sent = [i for i, line in enumerate(lines) if re.search(r"C: \d+ UID (STORE|EXPUNGE)", line)]
+        answers = [i for i, line in enumerate(lines) if re.search(r"S: \d+ (OK|NO|BAD)", line)]
+        self.assertEqual(len(sent), 3, r.describe())
+        first_answer = min(i for i in answers if i > sent[0])
+        self.assertLess(sent[-1], first_answer, "\n".join(lines))
+
+    def test_own_append_is_not_new_mail(self):
+        box = "ownappend"
+        MAIN.append_many(box, [h.make_message(f"oa{i}") for i in range(2)], create=True)
+        lines = []
+        for i in range(3):
+            lines.append(f"{T.file(f'{box}-{i}.eml', h.make_message(f'own {i}'))}\t\t")
+        manifest = T.file(f"{box}.manifest", "\n".join(lines) + "\n")
+        script = T.file("ownappend.py", f"""
+import imaplib
+m = imaplib.IMAP4_stream({MAIN.command + " 2>>" + MAIN.log_path!r})
+m.append('{box}', None, None, b'Subject: someone else\\r\\n\\r\\nhello\\r\\n')
+m.logout()
+""")
+        r = probe(MAIN, box, ["enable"], ["select"], ["append", manifest], ["noop"], ["newmail"],
+                  ["shell", sys.executable, script], ["noop"], ["newmail"], ["state"])
+        # EXISTS grew by our own three messages: not news; then by another
+        # client's: news.
+        self.assertEqual(r.rows("NEWMAIL"), [["0"], ["1"]], r.describe())
+        self.assertEqual(int(r.row("STATE")[3]), 6)
+
     def test_expunge_without_qresync(self):
         box = "expunge-plain"
         REDUCED.append_many(box, [h.make_message(f"ep{i}") for i in range(4)], create=True)

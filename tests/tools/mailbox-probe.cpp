@@ -151,6 +151,14 @@ class Runner {
       std::optional<uint64_t> since;
       if (step.size() > 4) since = std::stoull(arg(4));
       fmt::print("MODIFIED\t{}\n", set_or_dash(mbx.store_flags(UidSet::parse(arg(2)), mode, words(arg(3)), since)));
+    } else if (verb == "update") {
+      // update EXPUNGE-SET UIDS FLAGS [SINCE]: one replace store and the
+      // expunge, pipelined together.
+      std::optional<uint64_t> since;
+      if (step.size() > 4) since = std::stoull(arg(4));
+      const auto r = mbx.update(arg(1) == "-" ? UidSet{} : UidSet::parse(arg(1)),
+                                {{UidSet::parse(arg(2)), interimap::StoreMode::Replace, words(arg(3))}}, since);
+      fmt::print("NOTEXPUNGED\t{}\nMODIFIED\t{}\n", set_or_dash(r.not_expunged), set_or_dash(r.refused.front()));
     } else if (verb == "expunge") {
       fmt::print("NOTEXPUNGED\t{}\n", set_or_dash(mbx.expunge(UidSet::parse(arg(1)))));
     } else if (verb == "fetch") {
