@@ -104,6 +104,21 @@ class Connection {
                                 const std::vector<std::string>& select_opts = {},
                                 std::string_view reference = "", bool with_status = true,
                                 bool with_messages = true);
+  // list() in two halves, so that one thread can keep several servers
+  // busy at once: list_begin() sends the command and returns; list_end()
+  // waits for its answer.  Other commands may be sent in between.
+  class PendingList {
+   public:
+    PendingList() = default;
+    struct State;  // opaque
+
+   private:
+    friend class Connection;
+    std::shared_ptr<State> state_;
+  };
+  PendingList list_begin(const std::vector<std::string>& patterns, const std::vector<std::string>& select_opts = {},
+                         std::string_view reference = "", bool with_status = true, bool with_messages = true);
+  std::vector<MailboxInfo> list_end(PendingList& pending);
   // CREATE a mailbox (wire name); `subscribe` also SUBSCRIBEs it.
   void create(std::string_view mailbox, bool subscribe = false);
   // APPEND one message; returns the APPENDUID (UIDVALIDITY, UID) when the server gives it.

@@ -185,6 +185,9 @@ class StateDB {
   // time (std::logic_error when one is open).
   [[nodiscard]] Transaction begin();
   bool in_transaction() const;
+  // Changes whenever the file may have changed through this object (any
+  // write, commit or rollback): a key for caches of what it returned.
+  std::uint64_t generation() const noexcept;
 
   // ---- Mailboxes.  Names are raw bytes: NUL for the hierarchy delimiter.
 

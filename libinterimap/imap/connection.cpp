@@ -73,21 +73,30 @@ std::vector<std::string> Connection::enable(const std::vector<std::string>& capa
   return enabled;
 }
 
-std::vector<MailboxInfo> Connection::list(const std::vector<std::string>& patterns,
-                                          const std::vector<std::string>& select_opts, std::string_view reference,
-                                          bool with_status, bool with_messages) {
-  const bool extended = client_->has_capability("LIST-EXTENDED");
-  const bool list_status = with_status && client_->has_capability("LIST-STATUS");
-  const bool condstore = client_->has_capability("CONDSTORE");
-  if (!select_opts.empty() && !extended)
-    throw ProtocolError(fmt::format("{}: list-select-opts needs the LIST-EXTENDED capability", name()));
-  std::vector<std::string> status_items = {"UIDNEXT", "UIDVALIDITY"};
-  if (with_messages) status_items.insert(status_items.begin(), "MESSAGES");
-  if (condstore) status_items.push_back("HIGHESTMODSEQ");
-
+// What a list_begin() left for its list_end(); the handler of the
+// commands in flight holds it too.
+struct Connection::PendingList::State {
+  bool with_status = false, list_status = false;
+  std::vector<std::string> status_items;
+  std::vector<uint64_t> ids;
   std::vector<MailboxInfo> result;
   std::map<std::string, size_t, std::less<>> index;
-  auto on_untagged = [&](const Response& r) {
+};
+
+namespace {
+
+// The LIST and STATUS answers into `st`; the commands in flight share it
+// (their handler outlives a PendingList dropped by an exception).
+Client::UntaggedHandler list_handler(std::shared_ptr<Connection::PendingList::State> st);
+
+}  // namespace
+
+namespace {
+
+Client::UntaggedHandler list_handler(std::shared_ptr<Connection::PendingList::State> st) {
+  return [st = std::move(st)](const Response& r) {
+    auto& result = st->result;
+    auto& index = st->index;
     if (auto* l = std::get_if<ListData>(&r.data)) {
       if (l->lsub) return false;
       auto [it, fresh] = index.try_emplace(l->mailbox, result.size());
@@ -113,9 +122,37 @@ std::vector<MailboxInfo> Connection::list(const std::vector<std::string>& patter
     }
     return false;
   };
+}
+
+}  // namespace
+
+std::vector<MailboxInfo> Connection::list(const std::vector<std::string>& patterns,
+                                          const std::vector<std::string>& select_opts, std::string_view reference,
+                                          bool with_status, bool with_messages) {
+  PendingList pending = list_begin(patterns, select_opts, reference, with_status, with_messages);
+  return list_end(pending);
+}
+
+Connection::PendingList Connection::list_begin(const std::vector<std::string>& patterns,
+                                               const std::vector<std::string>& select_opts, std::string_view reference,
+                                               bool with_status, bool with_messages) {
+  const bool extended = client_->has_capability("LIST-EXTENDED");
+  const bool list_status = with_status && client_->has_capability("LIST-STATUS");
+  const bool condstore = client_->has_capability("CONDSTORE");
+  if (!select_opts.empty() && !extended)
+    throw ProtocolError(fmt::format("{}: list-select-opts needs the LIST-EXTENDED capability", name()));
+  auto state = std::make_shared<PendingList::State>();
+  state->with_status = with_status;
+  state->list_status = list_status;
+  auto& status_items = state->status_items;
+  status_items = {"UIDNEXT", "UIDVALIDITY"};
+  if (with_messages) status_items.insert(status_items.begin(), "MESSAGES");
+  if (condstore) status_items.push_back("HIGHESTMODSEQ");
+
 
   std::vector<std::string> pats = patterns.empty() ? std::vector<std::string>{"*"} : patterns;
-  std::vector<uint64_t> ids;
+  auto& ids = state->ids;
+  const Client::UntaggedHandler on_untagged = list_handler(state);
   if (extended) {
     // RFC 5258: one LIST with every pattern; RFC 5819 LIST-STATUS adds STATUS.
     auto cmd = client_->command("LIST");
@@ -149,9 +186,21 @@ std::vector<MailboxInfo> Connection::list(const std::vector<std::string>& patter
   } else {
     for (const auto& p : pats) ids.push_back(client_->send(client_->command("LIST").string(reference).string(p).build(), on_untagged));
   }
+  PendingList pending;
+  pending.state_ = std::move(state);
+  return pending;
+}
+
+std::vector<MailboxInfo> Connection::list_end(PendingList& pending) {
+  if (!pending.state_) throw std::logic_error("Connection::list_end: no list_begin() pending");
+  const std::shared_ptr<PendingList::State> state = std::move(pending.state_);
+  auto& ids = state->ids;
+  auto& result = state->result;
+  const auto& status_items = state->status_items;
   for (uint64_t id : ids) client_->wait(id);
 
-  if (with_status && !list_status) {
+  if (state->with_status && !state->list_status) {
+    const Client::UntaggedHandler on_untagged = list_handler(state);
     // No LIST-STATUS: pipeline one STATUS per selectable mailbox.
     ids.clear();
     for (const auto& m : result)
@@ -160,7 +209,7 @@ std::vector<MailboxInfo> Connection::list(const std::vector<std::string>& patter
                                     on_untagged));
     for (uint64_t id : ids) client_->wait(id);
   }
-  return result;
+  return std::move(result);
 }
 
 void Connection::create(std::string_view mailbox, bool subscribe) {

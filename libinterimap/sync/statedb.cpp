@@ -242,10 +242,33 @@ struct StateDB::Impl {
   std::array<detail::CachedStatement, kSqlCount> cache;
   bool schema_ready = false;
 
+  // Bumped by every statement that may change the file.  The lists a
+  // watch loop reads on each poll are kept while it stays put: nobody
+  // else writes (exclusive locking mode), so a poll that changes nothing
+  // runs no query.
+  std::uint64_t generation = 0;
+  template <class T>
+  struct Cached {
+    std::uint64_t generation = UINT64_MAX;
+    T value;
+  };
+  Cached<std::vector<MailboxRecord>> mailboxes, interrupted;
+  Cached<std::vector<MailboxId>> pending_appends;
+  // Returns the cached value, filling it with fill() when stale.
+  template <class T, class F>
+  const T& cached(Cached<T>& c, F&& fill) {
+    if (c.generation != generation) {
+      c.value = fill();
+      c.generation = generation;
+    }
+    return c.value;
+  }
+
   sqlite3* handle() const { return db.get(); }
 
   // Runs SQL without parameters or result rows.
   void exec(const char* sql, std::string_view what) {
+    ++generation;
     const int rc = sqlite3_exec(handle(), sql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) detail::throw_sqlite_error(handle(), path, what, rc);
   }
@@ -273,6 +296,7 @@ struct StateDB::Impl {
   // A use of a cached statement that writes.
   detail::Query write(Sql id) {
     require_transaction(kSql[static_cast<std::size_t>(id)].what);
+    ++generation;
     return query(id);
   }
 
@@ -423,6 +447,7 @@ void StateDB::ensure_schema(std::optional<char> local_delimiter, std::optional<c
       impl.exec("PRAGMA user_version = 1", "set schema version");
       impl.exec("COMMIT", "commit schema update");
     } catch (...) {
+      ++impl.generation;
       sqlite3_exec(impl.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
       throw;
     }
@@ -457,7 +482,10 @@ StateDB::Transaction::~Transaction() {
   // Not committed: an exception (or an early return) came between the
   // writes and the servers' confirmation, so they must not reach the file.
   // SQLite may already have rolled back on some errors (SQLITE_FULL...).
-  if (open_ && db_->in_transaction()) sqlite3_exec(db_->impl_->handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+  if (open_ && db_->in_transaction()) {
+    ++db_->impl_->generation;
+    sqlite3_exec(db_->impl_->handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+  }
 }
 
 void StateDB::Transaction::commit() {
@@ -482,11 +510,15 @@ std::optional<MailboxRecord> StateDB::find_mailbox(std::string_view name) const 
   return read_mailbox(q);  // at most one row: mailbox is UNIQUE
 }
 
+std::uint64_t StateDB::generation() const noexcept { return impl_->generation; }
+
 std::vector<MailboxRecord> StateDB::mailboxes() const {
-  std::vector<MailboxRecord> out;
-  auto q = impl_->query(Sql::ListMailboxes);
-  while (q.step()) out.push_back(read_mailbox(q));
-  return out;
+  return impl_->cached(impl_->mailboxes, [&] {
+    std::vector<MailboxRecord> out;
+    auto q = impl_->query(Sql::ListMailboxes);
+    while (q.step()) out.push_back(read_mailbox(q));
+    return out;
+  });
 }
 
 MailboxId StateDB::add_mailbox(std::string_view name, bool subscribed) {
@@ -654,10 +686,12 @@ void StateDB::for_each_mapping(MailboxId idx, Side by, UidOrder order,
 }
 
 std::vector<MailboxRecord> StateDB::interrupted_mailboxes() const {
-  std::vector<MailboxRecord> out;
-  auto q = impl_->query(Sql::InterruptedMailboxes);
-  while (q.step()) out.push_back(read_mailbox(q));
-  return out;
+  return impl_->cached(impl_->interrupted, [&] {
+    std::vector<MailboxRecord> out;
+    auto q = impl_->query(Sql::InterruptedMailboxes);
+    while (q.step()) out.push_back(read_mailbox(q));
+    return out;
+  });
 }
 
 std::vector<Mapping> StateDB::interrupted_mappings(MailboxId idx) const {
@@ -684,10 +718,12 @@ std::vector<std::pair<Side, std::uint32_t>> StateDB::pending_appends(MailboxId i
 }
 
 std::vector<MailboxId> StateDB::mailboxes_with_pending_appends() const {
-  std::vector<MailboxId> out;
-  auto q = impl_->query(Sql::PendingAppendMailboxes);
-  while (q.step()) out.push_back(q.column_int64(0));
-  return out;
+  return impl_->cached(impl_->pending_appends, [&] {
+    std::vector<MailboxId> out;
+    auto q = impl_->query(Sql::PendingAppendMailboxes);
+    while (q.step()) out.push_back(q.column_int64(0));
+    return out;
+  });
 }
 
 void StateDB::clear_pending_appends(MailboxId idx) {

@@ -249,7 +249,7 @@ struct SyncSession::Impl {
   std::unique_ptr<Regex> ignore;         // ignore-mailbox
 
   // The last LIST of each side: wire name -> what it said.
-  std::array<std::map<std::string, MailboxInfo>, 2> listed;
+  std::array<std::map<std::string, MailboxInfo, std::less<>>, 2> listed;
   std::vector<std::string> mailboxes;  // synchronized this run (database form)
 
   Impl(const Config& c, SyncOptions o, Logger& l) : config(c), opt(std::move(o)), log(l) {}
@@ -303,16 +303,16 @@ struct SyncSession::Impl {
     if (const auto d = delimiter[index(side)]) s = replace_all(std::move(s), *d, '\0');
     return s;
   }
-  const MailboxInfo* info_of(Side side, const std::string& wire_name) const {
+  const MailboxInfo* info_of(Side side, std::string_view wire_name) const {
     const auto& m = listed[index(side)];
-    auto it = m.find(normalize_inbox(wire_name));
+    auto it = m.find(iequals(wire_name, "INBOX") ? std::string_view("INBOX") : wire_name);
     return it == m.end() ? nullptr : &it->second;
   }
-  bool exists(Side side, const std::string& wire_name) const {
+  bool exists(Side side, std::string_view wire_name) const {
     const auto* i = info_of(side, wire_name);
     return i != nullptr && i->selectable();
   }
-  bool subscribed(Side side, const std::string& wire_name) const {
+  bool subscribed(Side side, std::string_view wire_name) const {
     const auto* i = info_of(side, wire_name);
     return i != nullptr && i->subscribed();
   }
@@ -365,16 +365,24 @@ struct SyncSession::Impl {
   void open();
   void learn_delimiters();
   void list_mailboxes();
+  Connection::PendingList list_begin(Side s);
   std::vector<MailboxInfo> list_side(Side s);
-  // Every database record by name (one query).
-  std::map<std::string, MailboxRecord, std::less<>> records_by_name() const {
-    std::map<std::string, MailboxRecord, std::less<>> out;
-    for (auto& r : db->mailboxes()) {
-      std::string name = r.name;
-      out.emplace(std::move(name), std::move(r));
+  // Every database record by name (one query, none while the database
+  // stays as it was).
+  const std::map<std::string, MailboxRecord, std::less<>>& records_by_name() {
+    if (records_generation != db->generation()) {
+      records.clear();
+      for (auto& r : db->mailboxes()) {
+        std::string name = r.name;
+        records.emplace(std::move(name), std::move(r));
+      }
+      records_generation = db->generation();
     }
-    return out;
+    return records;
   }
+  // Its cache: a poll that changed nothing reads no record again.
+  std::map<std::string, MailboxRecord, std::less<>> records;
+  std::uint64_t records_generation = UINT64_MAX;
   std::vector<std::string> sync_mailbox_list();
   void run();
   void run_delete();
@@ -555,11 +563,11 @@ void SyncSession::Impl::learn_delimiters() {
   delimiters_known = true;
 }
 
-std::vector<MailboxInfo> SyncSession::Impl::list_side(Side s) {
-  // Also with --notify: each pass lists again, and without STATUS every
-  // mailbox would look dirty (a SELECT each); Connection::list pipelines
-  // one STATUS per mailbox on a server without LIST-STATUS.  MESSAGES is
-  // of no use here.
+// The arguments of a LIST-STATUS of side s.  Also with --notify: each pass
+// lists again, and without STATUS every mailbox would look dirty (a SELECT
+// each); Connection::list pipelines one STATUS per mailbox on a server
+// without LIST-STATUS.  MESSAGES is of no use here.
+Connection::PendingList SyncSession::Impl::list_begin(Side s) {
   const bool status = opt.mode == SyncMode::Sync || opt.mode == SyncMode::Repair;
   const bool with_opts = opt.mode == SyncMode::Sync || opt.mode == SyncMode::Repair;
   std::vector<std::string> pats;
@@ -568,18 +576,28 @@ std::vector<MailboxInfo> SyncSession::Impl::list_side(Side s) {
       fail(to_string(s), "Mailbox name contains null characters but the namespace is flat!");
     pats.push_back(wire(s, p).substr(reference[index(s)].size()));
   }
-  return c(s).list(pats, with_opts ? select_opts : std::vector<std::string>{}, reference[index(s)], status,
-                   /*with_messages=*/false);
+  return c(s).list_begin(pats, with_opts ? select_opts : std::vector<std::string>{}, reference[index(s)], status,
+                         /*with_messages=*/false);
+}
+
+std::vector<MailboxInfo> SyncSession::Impl::list_side(Side s) {
+  auto pending = list_begin(s);
+  return c(s).list_end(pending);
 }
 
 void SyncSession::Impl::list_mailboxes() {
-  both.run([&](Side s) {
+  // Both LISTs go out first, then both answers are read, from this thread:
+  // the servers work at once and a poll needs no thread handoff.
+  std::array<Connection::PendingList, 2> pending;
+  for (Side s : kSides)
+    if (!prelisted[index(s)]) pending[index(s)] = list_begin(s);
+  for (Side s : kSides) {
     std::vector<MailboxInfo> l;
     if (auto& pre = prelisted[index(s)]) {
       l = std::move(*pre);
       pre.reset();
     } else {
-      l = list_side(s);
+      l = c(s).list_end(pending[index(s)]);
     }
     auto& out = listed[index(s)];
     out.clear();
@@ -590,9 +608,10 @@ void SyncSession::Impl::list_mailboxes() {
       if (m.name != "INBOX" && m.delimiter != delimiter[index(s)])
         fail(to_string(s), fmt::format("Mailbox {} has hierarchy delimiter {}, while {} was expected.", m.name,
                                        print_delimiter(m.delimiter), print_delimiter(delimiter[index(s)])));
-      out[m.name] = std::move(m);
+      std::string name = m.name;
+      out.insert_or_assign(std::move(name), std::move(m));
     }
-  });
+  }
 }
 
 // Step 1 of the man page: the mailbox and subscription lists.
@@ -609,17 +628,18 @@ std::vector<std::string> SyncSession::Impl::sync_mailbox_list() {
     }
 
   // One query for all the records (each step below changes only its own).
-  const auto known = records_by_name();
+  const auto& known = records_by_name();
   std::vector<std::string> result;
   for (const auto& name : names) {
     const std::string lw = wire(Side::Local, name), rw = wire(Side::Remote, name);
-    const bool lx = exists(Side::Local, lw), rx = exists(Side::Remote, rw);
+    const MailboxInfo *li = info_of(Side::Local, lw), *ri = info_of(Side::Remote, rw);
+    const bool lx = li != nullptr && li->selectable(), rx = ri != nullptr && ri->selectable();
     if (!lx && !rx) continue;
     result.push_back(name);
     const auto it = known.find(name);
     const MailboxRecord* rec = it == known.end() ? nullptr : &it->second;
     if (lx && rx) {
-      const bool ls = subscribed(Side::Local, lw), rs = subscribed(Side::Remote, rw);
+      const bool ls = li->subscribed(), rs = ri->subscribed();
       if (rec) {
         if (ls != rs) {
           // Subscribed on one side only: the change wins over the database.
@@ -1367,7 +1387,7 @@ void SyncSession::Impl::run_sync(bool repair_mode) {
 
   // The records in one query (a no-op poll of many mailboxes is mostly
   // this); read again if recovering or resuming changed them.
-  auto recs = records_by_name();
+  const auto& recs = records_by_name();
   bool changed = false;
 
   // Copies an interrupted run made but did not record (our addition).
@@ -1387,36 +1407,38 @@ void SyncSession::Impl::run_sync(bool repair_mode) {
       resume(rec);
       changed = true;
     }
-  if (changed) recs = records_by_name();
+  if (changed) records_by_name();  // refreshes `recs`
 
   std::vector<MailboxRecord> todo;
   for (const auto& name : mailboxes) {
     const auto found = recs.find(name);
     if (found == recs.end()) continue;  // cannot happen: sync_mailbox_list added it
-    std::optional<MailboxRecord> rec = found->second;
-    if (rec->state) {
+    const MailboxRecord& rec = found->second;
+    const std::array<const MailboxInfo*, 2> infos = {info_of(Side::Local, wire(Side::Local, name)),
+                                                     info_of(Side::Remote, wire(Side::Remote, name))};
+    if (rec.state) {
       // Detect UIDVALIDITY changes before starting (the reference's set_cache).
       for (Side s : kSides) {
-        const auto* i = info_of(s, wire(s, name));
-        if (i && i->uidvalidity && *i->uidvalidity != (*rec->state)[s].uidvalidity)
+        const auto* i = infos[index(s)];
+        if (i && i->uidvalidity && *i->uidvalidity != (*rec.state)[s].uidvalidity)
           fail(to_string(s), fmt::format("UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache for {}.",
-                                         *i->uidvalidity, (*rec->state)[s].uidvalidity, wire(s, name)));
+                                         *i->uidvalidity, (*rec.state)[s].uidvalidity, wire(s, name)));
       }
     }
     if (repair_mode) {
-      if (rec->state) todo.push_back(std::move(*rec));
+      if (rec.state) todo.push_back(rec);
       continue;
     }
     // Step 2: only mailboxes whose UIDNEXT or HIGHESTMODSEQ moved.
-    bool dirty = !rec->state;
+    bool dirty = !rec.state;
     for (Side s : kSides) {
       if (dirty) break;
-      const auto* i = info_of(s, wire(s, name));
-      const auto& st = (*rec->state)[s];
+      const auto* i = infos[index(s)];
+      const auto& st = (*rec.state)[s];
       dirty = i == nullptr || !i->uidnext || !i->highestmodseq || st.uidnext == 0 || st.highestmodseq == 0 ||
               *i->uidnext != st.uidnext || *i->highestmodseq != st.highestmodseq;
     }
-    if (dirty) todo.push_back(std::move(*rec));
+    if (dirty) todo.push_back(rec);
   }
   if (opt.debug) {
     for (Side s : kSides) {

@@ -481,6 +481,43 @@ TEST_CASE("transactions: commit, rollback on destruction and on exception") {
   CHECK(names(db) == std::vector<std::string>{"kept"});
 }
 
+TEST_CASE("the lists read on every poll follow every write, commit and rollback") {
+  TempDir dir;
+  StateDB db(dir.file("cache.db"));
+  db.ensure_schema('/', '/');
+  CHECK(db.mailboxes().empty());
+  CHECK(db.mailboxes_with_pending_appends().empty());
+  MailboxId a = 0;
+  {
+    auto tx = db.begin();
+    a = db.add_mailbox("a", false);
+    CHECK(names(db) == std::vector<std::string>{"a"});  // read inside the transaction
+    tx.commit();
+  }
+  CHECK(names(db) == std::vector<std::string>{"a"});
+  CHECK(names(db) == std::vector<std::string>{"a"});  // again, unchanged
+  {
+    auto tx = db.begin();
+    db.add_mailbox("b", true);
+    db.init_state(a, 1, 2);
+    db.set_pending_append(a, Side::Remote, 7);
+    CHECK(names(db) == std::vector<std::string>{"a", "b"});
+    CHECK(db.mailboxes_with_pending_appends() == std::vector<MailboxId>{a});
+    CHECK(db.mailboxes().front().state.has_value());
+    // destroyed without commit
+  }
+  CHECK(names(db) == std::vector<std::string>{"a"});
+  CHECK_FALSE(db.mailboxes().front().state.has_value());
+  CHECK(db.mailboxes_with_pending_appends().empty());
+  {
+    auto tx = db.begin();
+    db.set_subscribed(a, true);
+    CHECK(db.mailboxes().front().subscribed);
+    tx.rollback();
+  }
+  CHECK_FALSE(db.mailboxes().front().subscribed);
+}
+
 TEST_CASE("methods before ensure_schema are a logic error") {
   TempDir dir;
   StateDB db(dir.file("x.db"));
