@@ -273,21 +273,33 @@ void Client::pump_sends() {
   // Writes, in order, every queued command up to the first one that must
   // wait for a continuation request (RFC 3501 7.5).  Commands are
   // coalesced into one write so a batch costs one TLS record / one flush.
+  // A large chunk (a MULTIAPPEND batch and its literals) goes out as it
+  // is, after what precedes it: copying it into the write buffer would
+  // cost as much as the rest of the transfer.
+  constexpr size_t kCopyLimit = 64 * 1024;
   std::string out;
+  auto write = [&](std::string_view data) {
+    stream_->write(data);
+    traffic_.sent += data.size();
+  };
   for (auto& p : inflight_) {
     if (p.next_chunk == p.cmd.chunks.size()) continue;  // fully sent
     if (p.next_chunk > 0) break;                         // waiting for '+'
     out += p.tag;
     out += ' ';
-    out += p.cmd.chunks[0];
+    const std::string& chunk = p.cmd.chunks[0];
+    if (chunk.size() >= kCopyLimit) {
+      write(out);
+      out.clear();
+      write(chunk);
+    } else {
+      out += chunk;
+    }
     trace_out(p, 0);
     p.next_chunk = 1;
     if (p.cmd.chunks.size() > 1) break;
   }
-  if (!out.empty()) {
-    stream_->write(out);
-    traffic_.sent += out.size();
-  }
+  if (!out.empty()) write(out);
 }
 
 bool Client::poll(int timeout_ms) {
