@@ -49,6 +49,7 @@ import gen  # noqa: E402
 
 REF_INTERIMAP = "/usr/bin/interimap"
 REF_PULLIMAP = "/usr/bin/pullimap"
+TIME = "/usr/bin/time"  # Debian's time package: per-server CPU
 MiB = 1024 * 1024
 
 ALL_SCENARIOS = ["first-copy", "noop", "incremental", "noop-200", "mailbox-2000", "mailbox-20000",
@@ -193,6 +194,7 @@ class Bench:
         self.logs = self.tdir.sub("logs")
         self.home = self.tdir.sub("home")
         self.run_no = 0
+        self.time_tunnels = False
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.home,
                     "XDG_CONFIG_HOME": os.path.join(self.home, ".config"),
                     "XDG_DATA_HOME": os.path.join(self.home, ".local/share"), "LANG": "C.UTF-8"}
@@ -236,6 +238,10 @@ class Bench:
 
     def tunnel_command(self, store, base, side):
         cmd = f"{store.doveadm_command} 2>>{base}-{side}.log"
+        if self.time_tunnels:
+            # Each server's CPU time (the tunnel command and the imap
+            # process it becomes), for server_cpu_run().
+            cmd = f"{TIME} -o {base}-{side}.time -f '%e %U %S' {cmd}"
         if self.args.relay:
             cmd = f"{sys.executable} {os.path.join(HERE, 'relay.py')} {base}-{side}.json -- {cmd}"
         return cmd
@@ -263,6 +269,35 @@ class Bench:
             r["error"] = last_error(base + ".out")
             log(f"{impl} {label}: exit {r['rc']}: {r['error']} (see {base}.out)")
         return r
+
+
+def read_time(path):
+    """(wall, cpu) from a `time -f '%e %U %S'` file, or None."""
+    try:
+        with open(path) as f:
+            e, u, sy = f.read().split()[-3:]
+        return float(e), float(u) + float(sy)
+    except (OSError, ValueError):
+        return None
+
+
+def server_cpu_run(bench, sc, impl, label, prepare, local, remote, db):
+    """One more run of impl, untimed, with /usr/bin/time around each tunnel:
+    the CPU time each Dovecot server spent on the work.  The busier server
+    bounds the wall time from below (it serves its commands one at a time)."""
+    if not os.access(TIME, os.X_OK):
+        return
+    prepare(impl)
+    bench.time_tunnels = True
+    try:
+        r = bench.run_interimap(impl, label + "-servercpu", local, remote, db)
+    finally:
+        bench.time_tunnels = False
+    base = os.path.join(bench.logs, f"{bench.run_no:03d}-{label}-servercpu-{impl}")
+    for side in ("local", "remote"):
+        t = read_time(f"{base}-{side}.time")
+        if t and r["rc"] == 0:
+            sc.info[f"server_cpu_{side}_{impl}"] = t[1]
 
 
 # ---------------------------------------------------------------------------
@@ -706,6 +741,18 @@ def sc_incremental(ctx, name, key, plan, tag, title):
         run_floor(b, sc, lambda: floor_noop(b, local, remote), lambda: b.restore(snap, [remote, local]),
                   b.args.reps)
         sc.notes.append("floor: the no-op floor (tunnels + one LIST-STATUS each), a lower bound only")
+    for impl in ("ours", "reference"):
+        if snaps[impl]:
+            server_cpu_run(b, sc, impl, name, lambda i: b.restore(snaps[i], [remote, local], db), local, remote, db)
+    cpu = {i: (sc.info.get(f"server_cpu_local_{i}"), sc.info.get(f"server_cpu_remote_{i}"))
+           for i in ("ours", "reference")}
+    if None not in cpu["ours"]:
+        ref = "" if None in cpu["reference"] else \
+            f"; under the reference local {cpu['reference'][0]:.3f} s, remote {cpu['reference'][1]:.3f} s"
+        sc.notes.append(f"Dovecot CPU (one more run, {TIME} around each tunnel): under ours local "
+                        f"{cpu['ours'][0]:.3f} s, remote {cpu['ours'][1]:.3f} s{ref}; a server runs its "
+                        f"commands one at a time, so no client can take less wall time than the busier "
+                        f"server's CPU")
     sc.info["load_end"] = loadavg()
     return sc
 
