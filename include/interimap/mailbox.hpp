@@ -250,6 +250,9 @@ class Mailbox {
   // (flags always set).  The callback form hands each one over instead of
   // collecting them.  Precondition: selected.
   std::vector<MessageFlags> fetch_flags(const UidSet& uids);
+  // UID FETCH uids (UID RFC822.SIZE): (UID, size) of every existing message
+  // in uids, ascending.  Precondition: selected.
+  std::vector<std::pair<uint32_t, uint64_t>> fetch_sizes(const UidSet& uids);
   void fetch_flags(const UidSet& uids, const std::function<void(MessageFlags&)>& callback);
 
   // UID STORE uids [(UNCHANGEDSINCE n)] {+,-,}FLAGS.SILENT (flags), split

@@ -868,6 +868,39 @@ void Mailbox::fetch_flags(const UidSet& uids, const std::function<void(MessageFl
   window.finish();
 }
 
+std::vector<std::pair<uint32_t, uint64_t>> Mailbox::fetch_sizes(const UidSet& uids) {
+  State& st = *state_;
+  st.settle();
+  st.require_selected("UID FETCH (RFC822.SIZE)");
+  Client& client = *st.client;
+  std::vector<std::pair<uint32_t, uint64_t>> out;
+  if (uids.empty()) return out;
+  // The handler may outlive this call (an exception): it owns what it needs.
+  auto found = std::make_shared<std::vector<std::pair<uint32_t, uint64_t>>>();
+  auto handler = [found, wanted = uids](const Response& r) -> bool {
+    const auto* f = std::get_if<FetchData>(&r.data);
+    if (f == nullptr || !f->uid || !f->size || f->flags || f->body || f->body_streamed || !wanted.contains(*f->uid))
+      return false;
+    found->emplace_back(*f->uid, *f->size);
+    return true;
+  };
+  Window window(client, st.conn->abandoned, kWindowBytes, kWindowCommands, [&](size_t, StatusResponse& status) {
+    if (status.kind != StatusResponse::Kind::Ok) st.command_failed("UID FETCH", "UID FETCH (RFC822.SIZE)", status);
+    st.process_code(status.code);
+  });
+  const std::string items = "(UID RFC822.SIZE)";
+  for (const auto& set : split_set(uids, std::string_view("UID FETCH  ").size() + items.size())) {
+    if (window.failed()) break;
+    window.send(client.command("UID FETCH").raw(set).raw(items).build(), handler, 0);
+  }
+  window.finish();
+  out = std::move(*found);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first == b.first; }),
+            out.end());
+  return out;
+}
+
 std::vector<MessageFlags> Mailbox::fetch_flags(const UidSet& uids) {
   std::vector<MessageFlags> out;
   fetch_flags(uids, [&](MessageFlags& m) { out.push_back(std::move(m)); });

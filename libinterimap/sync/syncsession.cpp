@@ -402,6 +402,9 @@ struct SyncSession::Impl {
                    const std::map<std::string, std::vector<uint32_t>>& updates);
   bool sync_known(Box& box);
   UidSet transfer(Box& box, Side source, const UidSet& range, bool announce);
+  std::vector<Mapping> confirmed(const Box& box, Side source, const std::vector<uint32_t>& suids, size_t first,
+                                 const std::vector<uint32_t>& tuids, UidSet& added);
+  void cross_new(Box& box, std::array<UidSet, 2>& ignore);
   UidSet pull_new(Box& box, Side source, const UidSet& ignore);
   void sync_messages(Box& box, std::array<UidSet, 2> ignore);
   void resume(const MailboxRecord& rec);
@@ -421,6 +424,10 @@ struct SyncSession::Impl::Box {
   std::array<uint32_t, 2> uidnext{};  // everything at or above is new (0: all)
   std::array<uint64_t, 2> hms{};      // every change up to it is propagated
   std::array<bool, 2> pending{};      // an interimap_pending_append row is committed
+  // With want_sizes, select_box() gets (UID, RFC822.SIZE) of the messages
+  // at or above uidnext, for cross_new().
+  bool want_sizes = false;
+  std::array<std::vector<std::pair<uint32_t, uint64_t>>, 2> new_sizes;
   Mailbox& m(Side s) { return *mbx[index(s)]; }
 };
 
@@ -783,6 +790,8 @@ void SyncSession::Impl::select_box(Box& box, bool qresync) {
     if (!box.mbx[i]->uidnext())
       throw ProtocolError(fmt::format("{}: {}: Unknown UIDNEXT value - non-compliant server?", to_string(s),
                                       wire(s, box.name)));
+    if (box.want_sizes && box.uidnext[i] > 0 && *box.mbx[i]->uidnext() > box.uidnext[i])
+      box.new_sizes[i] = box.mbx[i]->fetch_sizes(UidSet::range(box.uidnext[i], *box.mbx[i]->uidnext() - 1));
   });
 }
 
@@ -963,6 +972,103 @@ bool SyncSession::Impl::sync_known(Box& box) {
   }
 }
 
+// The mappings of a batch of copies the target confirmed: source UIDs
+// suids[first...], target UIDs tuids; logged as the reference does.
+std::vector<Mapping> SyncSession::Impl::confirmed(const Box& box, Side source, const std::vector<uint32_t>& suids,
+                                                  size_t first, const std::vector<uint32_t>& tuids, UidSet& added) {
+  std::vector<Mapping> maps;
+  maps.reserve(tuids.size());
+  const std::vector<uint32_t> s(suids.begin() + static_cast<ptrdiff_t>(first),
+                                suids.begin() + static_cast<ptrdiff_t>(first + tuids.size()));
+  for (size_t k = 0; k < tuids.size(); ++k) {
+    Mapping mp = source == Side::Local ? Mapping{s[k], tuids[k]} : Mapping{tuids[k], s[k]};
+    if (opt.debug)
+      debug("", fmt::format("Adding mapping (lUID,rUID) = ({},{}) for {}", mp.local, mp.remote, pretty(box.name)));
+    maps.push_back(mp);
+    added.insert(tuids[k]);
+  }
+  const Side target = other(source);
+  info2(target, box.name,
+        target == Side::Local ? fmt::format("Added {} UID(s) {} <- {}", tuids.size(), compact_list(tuids), compact_list(s))
+                              : fmt::format("Added {} UID(s) {} -> {}", tuids.size(), compact_list(s), compact_list(tuids)));
+  return maps;
+}
+
+// New messages on both sides, few and small (the usual poll): both FETCHes
+// at once, then both APPENDs at once, instead of FETCH, APPEND, FETCH,
+// APPEND one after the other.  What does not fit in kCrossMessages or
+// kCrossBytes per side (their sizes came with the SELECT) is left to
+// sync_messages()'s streaming transfers; so is everything when only one side
+// has new messages.  Adds to `ignore` what was copied, both ways.
+void SyncSession::Impl::cross_new(Box& box, std::array<UidSet, 2>& ignore) {
+  constexpr size_t kCrossMessages = 128;
+  constexpr uint64_t kCrossBytes = uint64_t{1} << 20;
+  std::array<UidSet, 2> pick;
+  for (Side s : kSides) {
+    uint64_t bytes = 0;
+    size_t n = 0;
+    for (const auto& [uid, size] : box.new_sizes[index(s)]) {
+      if (n == kCrossMessages || bytes + size > kCrossBytes) break;
+      pick[index(s)].insert(uid);
+      bytes += size;
+      ++n;
+    }
+  }
+  if (pick[0].empty() || pick[1].empty()) return;
+
+  std::array<std::vector<Message>, 2> got;
+  both.run([&](Side s) {
+    box.m(s).fetch_messages(pick[index(s)], [&](Message& m) { got[index(s)].push_back(std::move(m)); });
+  });
+  for (Side t : kSides) {
+    if (got[index(other(t))].empty() || box.pending[index(t)]) continue;
+    // As in transfer(): committed before the first APPEND.
+    wtx().set_pending_append(box.idx, t, box.m(t).uidnext().value_or(1));
+    commit();
+    box.pending[index(t)] = true;
+  }
+  // Both targets at once; the mappings are recorded from this thread once
+  // both are done (also when one failed: the other's copies are real).
+  std::array<std::vector<Mapping>, 2> maps;
+  std::array<UidSet, 2> added;
+  auto record = [&] {
+    for (Side t : kSides)
+      if (!maps[index(t)].empty()) wtx().add_mappings(box.idx, maps[index(t)]);
+    commit();
+  };
+  try {
+    both.run([&](Side t) {
+      const Side source = other(t);
+      std::vector<AppendMessage> msgs;
+      std::vector<uint32_t> suids;
+      for (Message& m : got[index(source)]) {
+        if (m.body.empty()) {
+          // RFC 3502 6.3.11: a zero-length message cannot be appended.
+          warn2(source, box.name, fmt::format("Ignoring new 0-length message (UID {})", m.uid));
+          continue;
+        }
+        suids.push_back(m.uid);
+        msgs.push_back(AppendMessage{std::move(m.body), std::move(m.flags), std::move(m.internaldate)});
+      }
+      box.m(t).append(msgs, [&](size_t first, const std::vector<uint32_t>& tuids) {
+        const auto batch = confirmed(box, source, suids, first, tuids, added[index(t)]);
+        maps[index(t)].insert(maps[index(t)].end(), batch.begin(), batch.end());
+      });
+    });
+  } catch (...) {
+    try {
+      record();
+    } catch (...) {
+    }
+    throw;
+  }
+  record();
+  for (Side s : kSides) {
+    ignore[index(s)].insert(pick[index(s)]);
+    ignore[index(s)].insert(added[index(s)]);
+  }
+}
+
 // FETCH `range` from source and APPEND to the other side, streaming: a
 // batch (the reference's 128 messages or 1 MiB) is appended on a helper
 // thread while the next one is read, so both servers work at once and at
@@ -997,16 +1103,7 @@ UidSet SyncSession::Impl::transfer(Box& box, Side source, const UidSet& range, b
   auto append = [this, &box, &dst, &added, &uncommitted, &last_commit, source, target](std::vector<AppendMessage> msgs,
                                                                                       std::vector<uint32_t> suids) {
     dst.append(msgs, [&](size_t first, const std::vector<uint32_t>& tuids) {
-      std::vector<Mapping> maps;
-      std::vector<uint32_t> s(suids.begin() + static_cast<ptrdiff_t>(first),
-                              suids.begin() + static_cast<ptrdiff_t>(first + tuids.size()));
-      for (size_t k = 0; k < tuids.size(); ++k) {
-        Mapping mp = source == Side::Local ? Mapping{s[k], tuids[k]} : Mapping{tuids[k], s[k]};
-        if (opt.debug)
-          debug("", fmt::format("Adding mapping (lUID,rUID) = ({},{}) for {}", mp.local, mp.remote, pretty(box.name)));
-        maps.push_back(mp);
-        added.insert(tuids[k]);
-      }
+      const std::vector<Mapping> maps = confirmed(box, source, suids, first, tuids, added);
       // The target confirmed these messages: record them (DESIGN.md
       // invariants).
       wtx().add_mappings(box.idx, maps);
@@ -1017,9 +1114,6 @@ UidSet SyncSession::Impl::transfer(Box& box, Side source, const UidSet& range, b
         uncommitted = 0;
         last_commit = now;
       }
-      info2(target, box.name,
-            target == Side::Local ? fmt::format("Added {} UID(s) {} <- {}", tuids.size(), compact_list(tuids), compact_list(s))
-                                  : fmt::format("Added {} UID(s) {} -> {}", tuids.size(), compact_list(s), compact_list(tuids)));
     });
   };
   auto flush = [&] {
@@ -1371,13 +1465,22 @@ void SyncSession::Impl::sync_mailbox(const MailboxRecord& rec) {
     box.uidnext[index(s)] = (*rec.state)[s].uidnext;
     box.hms[index(s)] = (*rec.state)[s].highestmodseq;
   }
+  // Both sides have new messages (LIST-STATUS says): their sizes come with
+  // the SELECT, for cross_new().
+  box.want_sizes = true;
+  for (Side s : kSides) {
+    const auto* i = info_of(s, wire(s, box.name));
+    box.want_sizes = box.want_sizes && i != nullptr && i->uidnext && *i->uidnext > box.uidnext[index(s)];
+  }
   select_box(box, true);
   if (sync_known(box)) {
     auto& d = wtx();
     for (Side s : kSides) d.set_highestmodseq(box.idx, s, box.hms[index(s)]);
     commit();
   }
-  sync_messages(box, {});
+  std::array<UidSet, 2> ignore;
+  if (box.want_sizes) cross_new(box, ignore);
+  sync_messages(box, ignore);
   finish(box);
 }
 

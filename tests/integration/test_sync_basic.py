@@ -17,6 +17,7 @@ contents.
 """
 
 import os
+import re
 import sys
 import unittest
 
@@ -153,6 +154,26 @@ class Basic(unittest.TestCase):
                      p.seed("remote", {"INBOX": msgs("newr", 12, lambda i: ["$X"])}, create=False))
         p.sync()
         p.check(expect=e2)
+
+    def test_new_messages_both_sides_crossed(self):
+        """New messages on both sides of one mailbox: both FETCHes go out
+        before either APPEND (one round trip each way instead of two).
+        What does not fit in 128 messages / 1 MiB per side (here: 140
+        messages, one of 1.5 MiB) still arrives, by the streaming path."""
+        p, e = self.synced_pair()
+        big = s.message("big", 0, size=1536 * 1024)
+        e2 = s.merge(e, p.seed("local", {"INBOX": msgs("crossl", 5, lambda i: ["\\Flagged"])}, create=False),
+                     p.seed("remote", {"INBOX": msgs("crossr", 140) + [(big, ["\\Seen"])]}, create=False))
+        r = p.sync("--debug")
+        p.check(expect=e2)
+        err = r.err
+        lines = err.splitlines()
+        body_fetches = [i for i, line in enumerate(lines) if re.search(r": C: \d+ UID FETCH .*BODY\.PEEK", line)]
+        appends = [i for i, line in enumerate(lines) if re.search(r": C: \d+ APPEND ", line)]
+        sides = {re.match(r"(\w+)", lines[i]).group(1) for i in body_fetches[:2]}
+        self.assertEqual(sides, {"local", "remote"}, "\n".join(lines[i] for i in body_fetches))
+        self.assertLess(max(body_fetches[:2]), min(appends), "both FETCHes before the first APPEND")
+        self.assertGreater(len(body_fetches), 2, "the rest (beyond 128 messages / 1 MiB) streamed afterwards")
 
     def test_new_nested_mailboxes(self):
         p, e = self.synced_pair()
