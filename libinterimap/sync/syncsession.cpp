@@ -400,11 +400,17 @@ struct SyncSession::Impl {
   // (flag string -> UIDs), all in one pipelined round trip.
   void update_side(Box& box, Side side, const std::vector<uint32_t>& remove,
                    const std::map<std::string, std::vector<uint32_t>>& updates);
-  bool sync_known(Box& box);
+  // `then(side)` runs on each side once its first round of updates is sent
+  // and answered (the FETCHes of cross_append()'s messages go there, hiding behind the slower
+  // side's STOREs).
+  bool sync_known(Box& box, const std::function<void(Side)>& then = {});
   UidSet transfer(Box& box, Side source, const UidSet& range, bool announce);
   std::vector<Mapping> confirmed(const Box& box, Side source, const std::vector<uint32_t>& suids, size_t first,
                                  const std::vector<uint32_t>& tuids, UidSet& added);
-  void cross_new(Box& box, std::array<UidSet, 2>& ignore);
+  // cross_pick() chooses, cross_append() appends what was fetched.
+  std::array<UidSet, 2> cross_pick(const Box& box);
+  void cross_append(Box& box, const std::array<UidSet, 2>& pick, std::array<std::vector<Message>, 2>& got,
+                    std::array<UidSet, 2>& ignore);
   UidSet pull_new(Box& box, Side source, const UidSet& ignore);
   void sync_messages(Box& box, std::array<UidSet, 2> ignore);
   void resume(const MailboxRecord& rec);
@@ -425,7 +431,7 @@ struct SyncSession::Impl::Box {
   std::array<uint64_t, 2> hms{};      // every change up to it is propagated
   std::array<bool, 2> pending{};      // an interimap_pending_append row is committed
   // With want_sizes, select_box() gets (UID, RFC822.SIZE) of the messages
-  // at or above uidnext, for cross_new().
+  // at or above uidnext, for cross_pick().
   bool want_sizes = false;
   std::array<std::vector<std::pair<uint32_t, uint64_t>>, 2> new_sizes;
   Mailbox& m(Side s) { return *mbx[index(s)]; }
@@ -881,12 +887,16 @@ void SyncSession::Impl::update_side(Box& box, Side side, const std::vector<uint3
 // The reference's sync_known_messages: propagate VANISHED and flag
 // changes until neither side has anything pending.  Returns whether
 // anything was found.
-bool SyncSession::Impl::sync_known(Box& box) {
+bool SyncSession::Impl::sync_known(Box& box, const std::function<void(Side)>& then) {
   bool update = false;
+  bool first = true;
   for (;;) {
     auto [lv, lm] = pull_updates(box, Side::Local);
     auto [rv, rm] = pull_updates(box, Side::Remote);
-    if (lv.empty() && rv.empty() && lm.empty() && rm.empty()) return update;
+    if (lv.empty() && rv.empty() && lm.empty() && rm.empty()) {
+      if (first && then) both.run(then);
+      return update;
+    }
     update = true;
 
     // Vanished messages: removed from the other side, their mappings
@@ -963,7 +973,9 @@ bool SyncSession::Impl::sync_known(Box& box) {
 
     both.run([&](Side s) {
       update_side(box, s, s == Side::Local ? l_remove : r_remove, s == Side::Local ? l_update : r_update);
+      if (first && then) then(s);
     });
+    first = false;
     // Forgotten only now that both sides confirmed the EXPUNGE; committed
     // with the next state update.
     if (!forget.empty())
@@ -995,12 +1007,13 @@ std::vector<Mapping> SyncSession::Impl::confirmed(const Box& box, Side source, c
 }
 
 // New messages on both sides, few and small (the usual poll): both FETCHes
-// at once, then both APPENDs at once, instead of FETCH, APPEND, FETCH,
-// APPEND one after the other.  What does not fit in kCrossMessages or
-// kCrossBytes per side (their sizes came with the SELECT) is left to
-// sync_messages()'s streaming transfers; so is everything when only one side
-// has new messages.  Adds to `ignore` what was copied, both ways.
-void SyncSession::Impl::cross_new(Box& box, std::array<UidSet, 2>& ignore) {
+// at once (each right after its side's first STOREs, see sync_known), then
+// both APPENDs at once, instead of FETCH, APPEND, FETCH, APPEND one after
+// the other.  cross_pick() takes up to kCrossMessages / kCrossBytes per side
+// (their sizes came with the SELECT), nothing when only one side has new
+// messages; the rest is left to sync_messages()'s streaming transfers.
+// cross_append() adds to `ignore` what it copied, both ways.
+std::array<UidSet, 2> SyncSession::Impl::cross_pick(const Box& box) {
   constexpr size_t kCrossMessages = 128;
   constexpr uint64_t kCrossBytes = uint64_t{1} << 20;
   std::array<UidSet, 2> pick;
@@ -1014,27 +1027,30 @@ void SyncSession::Impl::cross_new(Box& box, std::array<UidSet, 2>& ignore) {
       ++n;
     }
   }
-  if (pick[0].empty() || pick[1].empty()) return;
+  if (pick[0].empty() || pick[1].empty()) return {};
+  return pick;
+}
 
-  std::array<std::vector<Message>, 2> got;
-  both.run([&](Side s) {
-    box.m(s).fetch_messages(pick[index(s)], [&](Message& m) { got[index(s)].push_back(std::move(m)); });
-  });
+void SyncSession::Impl::cross_append(Box& box, const std::array<UidSet, 2>& pick, std::array<std::vector<Message>, 2>& got,
+                                     std::array<UidSet, 2>& ignore) {
+  if (pick[0].empty() || pick[1].empty()) return;
+  bool rows = false;
   for (Side t : kSides) {
     if (got[index(other(t))].empty() || box.pending[index(t)]) continue;
     // As in transfer(): committed before the first APPEND.
     wtx().set_pending_append(box.idx, t, box.m(t).uidnext().value_or(1));
-    commit();
     box.pending[index(t)] = true;
+    rows = true;
   }
+  if (rows) commit();
   // Both targets at once; the mappings are recorded from this thread once
-  // both are done (also when one failed: the other's copies are real).
+  // both are done (also when one failed: the other's copies are real),
+  // committed with the mailbox's new state.
   std::array<std::vector<Mapping>, 2> maps;
   std::array<UidSet, 2> added;
   auto record = [&] {
     for (Side t : kSides)
       if (!maps[index(t)].empty()) wtx().add_mappings(box.idx, maps[index(t)]);
-    commit();
   };
   try {
     both.run([&](Side t) {
@@ -1058,6 +1074,7 @@ void SyncSession::Impl::cross_new(Box& box, std::array<UidSet, 2>& ignore) {
   } catch (...) {
     try {
       record();
+      commit();
     } catch (...) {
     }
     throw;
@@ -1466,20 +1483,26 @@ void SyncSession::Impl::sync_mailbox(const MailboxRecord& rec) {
     box.hms[index(s)] = (*rec.state)[s].highestmodseq;
   }
   // Both sides have new messages (LIST-STATUS says): their sizes come with
-  // the SELECT, for cross_new().
+  // the SELECT, for cross_pick().
   box.want_sizes = true;
   for (Side s : kSides) {
     const auto* i = info_of(s, wire(s, box.name));
     box.want_sizes = box.want_sizes && i != nullptr && i->uidnext && *i->uidnext > box.uidnext[index(s)];
   }
   select_box(box, true);
-  if (sync_known(box)) {
+  const std::array<UidSet, 2> pick = cross_pick(box);
+  std::array<std::vector<Message>, 2> got;
+  auto prefetch = [&](Side s) {
+    if (!pick[index(s)].empty())
+      box.m(s).fetch_messages(pick[index(s)], [&](Message& m) { got[index(s)].push_back(std::move(m)); });
+  };
+  if (sync_known(box, prefetch)) {
     auto& d = wtx();
     for (Side s : kSides) d.set_highestmodseq(box.idx, s, box.hms[index(s)]);
     commit();
   }
   std::array<UidSet, 2> ignore;
-  if (box.want_sizes) cross_new(box, ignore);
+  cross_append(box, pick, got, ignore);
   sync_messages(box, ignore);
   finish(box);
 }
