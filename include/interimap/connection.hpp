@@ -55,6 +55,10 @@ struct ServerTraffic {
   uint64_t received = 0, sent = 0;
   std::optional<uint64_t> received_compressed, sent_compressed;
 };
+// The reference's closing line: "IMAP traffic (bytes): recv N [(compr. C,
+// factor F)] sent N [(compr. C, factor F)]", sizes from 1 KiB up with two
+// decimals and K, M or G.
+std::string describe(const ServerTraffic& traffic);
 
 class Connection {
  public:

@@ -229,6 +229,9 @@ void Client::start_compress() {
     throw ProtocolError(fmt::format("{}: server sent data after COMPRESS's OK", name()));
   stream_ = start_deflate(std::move(stream_));
   compressed_ = true;
+  // The wire bytes are those before COMPRESS plus the DEFLATE layer's (as
+  // the reference counts its socket's bytes).
+  before_compress_ = {traffic_.received, traffic_.sent};
 }
 
 void Client::close(bool logout) noexcept {
@@ -490,8 +493,8 @@ ServerTraffic Client::traffic() const {
   ServerTraffic t = traffic_;
   const auto c = stream_ ? stream_->compressed_counts() : closed_compressed_;
   if (c) {
-    t.received_compressed = c->first;
-    t.sent_compressed = c->second;
+    t.received_compressed = before_compress_.first + c->first;
+    t.sent_compressed = before_compress_.second + c->second;
   }
   return t;
 }

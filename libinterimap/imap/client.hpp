@@ -159,6 +159,7 @@ class Client {
   ServerActivity activity_;
   ServerTraffic traffic_;  // IMAP bytes; the compressed counts come from the stream
   std::optional<std::pair<uint64_t, uint64_t>> closed_compressed_;  // the DEFLATE layer's, once closed
+  std::pair<uint64_t, uint64_t> before_compress_{};  // traffic_ when COMPRESS started
   std::vector<char> buf_;
 };
 

@@ -126,6 +126,32 @@ Client::UntaggedHandler list_handler(std::shared_ptr<Connection::PendingList::St
 
 }  // namespace
 
+namespace {
+
+// The reference's byte counts: as they are below 1 KiB, else with two
+// decimals and K, M or G (powers of 1024).
+std::string kibi(uint64_t n) {
+  if (n < 1024) return std::to_string(n);
+  if (n < (uint64_t{1} << 20)) return fmt::format("{:.2f}K", static_cast<double>(n) / 1024.0);
+  if (n < (uint64_t{1} << 30)) return fmt::format("{:.2f}M", static_cast<double>(n) / 1048576.0);
+  return fmt::format("{:.2f}G", static_cast<double>(n) / 1073741824.0);
+}
+
+}  // namespace
+
+std::string describe(const ServerTraffic& t) {
+  auto part = [](uint64_t plain, const std::optional<uint64_t>& compressed) {
+    std::string s = kibi(plain);
+    if (compressed && plain > 0)
+      s += fmt::format(" (compr. {}, factor {:.2f})", kibi(*compressed),
+                       static_cast<double>(*compressed) / static_cast<double>(plain));
+    return s;
+  };
+  return fmt::format("IMAP traffic (bytes): recv {} sent {}", part(t.received, t.received_compressed),
+                     part(t.sent, t.sent_compressed));
+}
+
+
 std::vector<MailboxInfo> Connection::list(const std::vector<std::string>& patterns,
                                           const std::vector<std::string>& select_opts, std::string_view reference,
                                           bool with_status, bool with_messages) {

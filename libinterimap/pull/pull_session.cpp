@@ -180,6 +180,8 @@ struct PullSession::Impl {
   std::string where() const { return fmt::format("{}({})", opts.section, opts.mailbox); }
 
   void info(std::string_view message) { log.log(LogLevel::Info, opts.section, opts.mailbox, message); }
+  // A line about the session, without the mailbox ("acct: ...").
+  void info_session(std::string_view message) { log.log(LogLevel::Info, opts.section, {}, message); }
 
   bool take_fresh() {
     fresh = mailbox->take_new_messages() || fresh;
@@ -243,6 +245,8 @@ struct PullSession::Impl {
     }
     if (stopping()) info("stopped");
     imap->close();
+    // As the reference (unless --quiet, like every info line).
+    info_session(describe(imap->traffic()));
   }
 
   // pullimap(1) step 6: IDLE, pull when messages arrive, purge.

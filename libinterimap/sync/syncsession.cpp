@@ -1619,32 +1619,6 @@ void SyncSession::run() {
   }
 }
 
-namespace {
-
-// The reference's byte counts: as they are below 1 KiB, else with two
-// decimals and K, M or G (powers of 1024).
-std::string kibi(uint64_t n) {
-  if (n < 1024) return std::to_string(n);
-  if (n < (uint64_t{1} << 20)) return fmt::format("{:.2f}K", static_cast<double>(n) / 1024.0);
-  if (n < (uint64_t{1} << 30)) return fmt::format("{:.2f}M", static_cast<double>(n) / 1048576.0);
-  return fmt::format("{:.2f}G", static_cast<double>(n) / 1073741824.0);
-}
-
-// "IMAP traffic (bytes): recv N [(compr. C, factor F)] sent N [(...)]".
-std::string traffic_line(const ServerTraffic& t) {
-  auto part = [](uint64_t plain, const std::optional<uint64_t>& compressed) {
-    std::string s = kibi(plain);
-    if (compressed && plain > 0)
-      s += fmt::format(" (compr. {}, factor {:.2f})", kibi(*compressed),
-                       static_cast<double>(*compressed) / static_cast<double>(plain));
-    return s;
-  };
-  return fmt::format("IMAP traffic (bytes): recv {} sent {}", part(t.received, t.received_compressed),
-                     part(t.sent, t.sent_compressed));
-}
-
-}  // namespace
-
 void SyncSession::close() noexcept {
   impl_->tx.reset();
   std::array<bool, 2> was_open{};
@@ -1669,7 +1643,7 @@ void SyncSession::close() noexcept {
   try {
     if (impl_->opt.debug > 0 || impl_->log.lines() > 0)
       for (Side s : kSides)
-        if (was_open[index(s)]) impl_->log.info(to_string(s), traffic_line(impl_->conn[index(s)]->traffic()));
+        if (was_open[index(s)]) impl_->log.info(to_string(s), describe(impl_->conn[index(s)]->traffic()));
   } catch (...) {
   }
 }

@@ -76,6 +76,13 @@ class Delivery(unittest.TestCase):
                             r.err, re.M)
         self.assertEqual([int(u) for u, _, _ in logged], uids)
         self.assertEqual(logged[122][1], "list-bounces@lists.example.net")
+        # The reference's closing line, last: the IMAP bytes both ways (with
+        # the wire bytes and their ratio under COMPRESS).
+        last = r.err.splitlines()[-1]
+        self.assertRegex(last, r"^acct: IMAP traffic \(bytes\): recv [\d.]+[KMG]? "
+                               r"(\(compr\. [\d.]+[KMG]?, factor \d+\.\d\d\) )?sent [\d.]+[KMG]?"
+                               r"( \(compr\. [\d.]+[KMG]?, factor \d+\.\d\d\))?$")
+        self.assertRegex(last, r"recv (6\.\d\dM|7\.\d\dM)", "about 6-7 MiB received (two 3 MiB messages)")
         # Step 3: every delivered message is \Seen; steps 4-5: 8 bytes.
         src = e.source()
         self.assertTrue(all("\\Seen" in flags for flags, _ in src.values()), src.keys())
