@@ -326,6 +326,11 @@ class Mailbox {
   using AppendedCallback = std::function<void(size_t first_index, const std::vector<uint32_t>& uids)>;
   std::vector<uint32_t> append(const std::vector<AppendMessage>& messages, const AppendedCallback& on_batch = {},
                                const AppendOptions& options = {});
+  // The same, taking the bodies over: they go to the socket as they are,
+  // without being copied into the command (the messages' bodies are empty
+  // afterwards).
+  std::vector<uint32_t> append(std::vector<AppendMessage>&& messages, const AppendedCallback& on_batch = {},
+                               const AppendOptions& options = {});
 
   // UID SEARCH [RETURN (ALL)] criteria: with ESEARCH (RFC 4731) the
   // answer is a compact set, else a list of numbers.  criteria is IMAP
@@ -348,6 +353,8 @@ class Mailbox {
   static std::string imap_date(std::chrono::system_clock::time_point when);
 
  private:
+  std::vector<uint32_t> append_impl(const std::vector<AppendMessage>& messages, std::vector<AppendMessage>* owned,
+                                    const AppendedCallback& on_batch, const AppendOptions& options);
   struct State;
   struct ConnectionState;
   void open(bool examine, const std::optional<QresyncParams>& qresync);

@@ -38,19 +38,21 @@ const char* status_name(StatusResponse::Kind k) {
   return "?";
 }
 
-// A debug rendering of an outgoing chunk: literal contents elided as the
-// reference does ("[...]"), CRLF removed.
-std::string render_chunk(const Command& cmd, size_t chunk) {
-  const std::string& text = cmd.chunks[chunk];
+// A debug rendering of outgoing chunks [first, last): literal contents
+// elided as the reference does ("[...]"), the final CRLF removed.
+std::string render_chunks(const Command& cmd, size_t first, size_t last) {
   std::string out;
-  size_t pos = 0;
-  for (const auto& span : cmd.literals) {
-    if (span.chunk != chunk) continue;
-    out.append(text, pos, span.offset - pos);
-    out += "[...]";
-    pos = span.offset + span.length;
+  for (size_t chunk = first; chunk < last; ++chunk) {
+    const std::string& text = cmd.chunks[chunk];
+    size_t pos = 0;
+    for (const auto& span : cmd.literals) {
+      if (span.chunk != chunk) continue;
+      out.append(text, pos, span.offset - pos);
+      out += "[...]";
+      pos = span.offset + span.length;
+    }
+    out.append(text, pos, std::string::npos);
   }
-  out.append(text, pos, std::string::npos);
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   return out;
 }
@@ -261,48 +263,51 @@ uint64_t Client::send(Command cmd, UntaggedHandler on_untagged) {
   return id;
 }
 
-void Client::trace_out(const Pending& p, size_t chunk) {
+void Client::trace_out(const Pending& p, size_t first, size_t last) {
   if (logger_.debug() == 0) return;
   std::string line;
   if (p.cmd.sensitive && logger_.debug() < 2) {
-    line = chunk == 0 ? fmt::format("C: {} {} [REDACTED]", p.tag, p.cmd.name) : "C: [REDACTED]";
+    line = first == 0 ? fmt::format("C: {} {} [REDACTED]", p.tag, p.cmd.name) : "C: [REDACTED]";
   } else {
-    line = chunk == 0 ? fmt::format("C: {} {}", p.tag, render_chunk(p.cmd, 0)) : "C: " + render_chunk(p.cmd, chunk);
+    line = first == 0 ? fmt::format("C: {} {}", p.tag, render_chunks(p.cmd, 0, last))
+                      : "C: " + render_chunks(p.cmd, first, last);
   }
   logger_.log(LogLevel::Debug, name(), {}, line);
 }
 
+void Client::send_chunks(Pending& p, std::vector<std::string_view>& parts) {
+  // Chunk next_chunk, then those sent with it (moved LITERAL+ literals).
+  const size_t first = p.next_chunk;
+  do {
+    parts.push_back(p.cmd.chunks[p.next_chunk]);
+    ++p.next_chunk;
+  } while (p.next_chunk < p.cmd.chunks.size() && !p.cmd.waits(p.next_chunk));
+  trace_out(p, first, p.next_chunk);
+}
+
+void Client::write_parts(const std::vector<std::string_view>& parts) {
+  if (parts.empty()) return;
+  size_t n = 0;
+  for (std::string_view v : parts) n += v.size();
+  stream_->write_parts(parts);
+  traffic_.sent += n;
+}
+
 void Client::pump_sends() {
   // Writes, in order, every queued command up to the first one that must
-  // wait for a continuation request (RFC 3501 7.5).  Commands are
-  // coalesced into one write so a batch costs one TLS record / one flush.
-  // A large chunk (a MULTIAPPEND batch and its literals) goes out as it
-  // is, after what precedes it: copying it into the write buffer would
-  // cost as much as the rest of the transfer.
-  constexpr size_t kCopyLimit = 64 * 1024;
-  std::string out;
-  auto write = [&](std::string_view data) {
-    stream_->write(data);
-    traffic_.sent += data.size();
-  };
+  // wait for a continuation request (RFC 3501 7.5), all in one gathered
+  // write: a batch costs one TLS record / one flush, and a MULTIAPPEND's
+  // messages go to the socket without being copied together.
+  std::vector<std::string_view> parts;
   for (auto& p : inflight_) {
     if (p.next_chunk == p.cmd.chunks.size()) continue;  // fully sent
     if (p.next_chunk > 0) break;                         // waiting for '+'
-    out += p.tag;
-    out += ' ';
-    const std::string& chunk = p.cmd.chunks[0];
-    if (chunk.size() >= kCopyLimit) {
-      write(out);
-      out.clear();
-      write(chunk);
-    } else {
-      out += chunk;
-    }
-    trace_out(p, 0);
-    p.next_chunk = 1;
-    if (p.cmd.chunks.size() > 1) break;
+    parts.push_back(p.tag);
+    parts.push_back(" ");
+    send_chunks(p, parts);
+    if (p.next_chunk < p.cmd.chunks.size()) break;
   }
-  if (!out.empty()) write(out);
+  write_parts(parts);
 }
 
 bool Client::poll(int timeout_ms) {
@@ -375,10 +380,9 @@ void Client::dispatch(std::string_view raw) {
           p.continued = true;
           return;
         }
-        trace_out(p, p.next_chunk);
-        stream_->write(p.cmd.chunks[p.next_chunk]);
-        traffic_.sent += p.cmd.chunks[p.next_chunk].size();
-        ++p.next_chunk;
+        std::vector<std::string_view> parts;
+        send_chunks(p, parts);
+        write_parts(parts);
         pump_sends();
         return;
       }
@@ -474,7 +478,7 @@ StatusResponse Client::idle_done(uint64_t id, bool allow_failure) {
   auto it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.id == id; });
   if (it != inflight_.end() && !it->done && it->continued && it->next_chunk < it->cmd.chunks.size()) {
     if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
-    trace_out(*it, it->next_chunk);
+    trace_out(*it, it->next_chunk, it->next_chunk + 1);
     stream_->write(it->cmd.chunks[it->next_chunk]);
     traffic_.sent += it->cmd.chunks[it->next_chunk].size();
     it->next_chunk = it->cmd.chunks.size();
@@ -527,7 +531,7 @@ StatusResponse Client::wait(uint64_t id, bool allow_failure) {
 void Client::command_failed(const Pending& p) {
   const StatusResponse& st = p.status;
   std::string code = st.code.kind == ResponseCode::Kind::None ? "" : "[" + st.code.name + "] ";
-  std::string shown = p.cmd.sensitive ? p.cmd.name : render_chunk(p.cmd, 0);
+  std::string shown = p.cmd.sensitive ? p.cmd.name : render_chunks(p.cmd, 0, 1);
   throw CommandError(fmt::format("{}: command {} failed: {} {}{}", name(), shown, status_name(st.kind), code, st.text),
                      p.cmd.name, status_name(st.kind), st.code.name, st.text);
 }

@@ -124,12 +124,14 @@ class Client {
   void start_compress();
   void set_capabilities(std::vector<std::string> caps);
 
-  void write_chunks(Pending& p);
   void pump_sends();
   // Reads once from the stream (blocking) and dispatches every complete response.
   void read_some();
   void dispatch(std::string_view raw);
-  void trace_out(const Pending& p, size_t chunk);
+  void trace_out(const Pending& p, size_t first, size_t last);
+  // Appends chunk p.next_chunk and the chunks sent with it to parts.
+  void send_chunks(Pending& p, std::vector<std::string_view>& parts);
+  void write_parts(const std::vector<std::string_view>& parts);
   [[noreturn]] void lost(std::string_view why);
   // Forgets the stream, keeping its compressed byte counts for traffic().
   void drop_stream() noexcept;

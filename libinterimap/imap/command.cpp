@@ -109,6 +109,24 @@ CommandBuilder& CommandBuilder::literal(std::string_view value, bool literal8) {
   return *this;
 }
 
+CommandBuilder& CommandBuilder::literal_moved(std::string&& value, bool literal8) {
+  const bool sync = mode_ == LiteralMode::Sync || (mode_ == LiteralMode::Minus && value.size() > kLiteralMinusMax);
+  if (sync) return literal(std::string_view(value), literal8);
+  fmt::format_to(std::back_inserter(cmd_.chunks.back()), " {}{{{}+}}\r\n", literal8 ? "~" : "", value.size());
+  const size_t size = value.size();
+  cmd_.chunks.push_back(std::move(value));
+  cmd_.inline_chunks.push_back(cmd_.chunks.size() - 1);
+  cmd_.literals.push_back({cmd_.chunks.size() - 1, 0, size});
+  // What follows goes into a new chunk, sent with it.
+  cmd_.chunks.emplace_back();
+  cmd_.inline_chunks.push_back(cmd_.chunks.size() - 1);
+  return *this;
+}
+
+bool Command::waits(size_t i) const {
+  return i > 0 && !std::binary_search(inline_chunks.begin(), inline_chunks.end(), i);
+}
+
 CommandBuilder& CommandBuilder::mailbox(std::string_view wire_name) {
   // RFC 3501 5.1: "INBOX" is case-insensitive; send the canonical form so
   // every server sees the same name.

@@ -16,16 +16,22 @@ enum class LiteralMode {
 };
 
 // A command ready to send, without its tag.  chunks[0] follows "TAG "; each
-// later chunk is sent after the server's continuation request; the last
-// chunk ends with CRLF.  A single-chunk command needs no round trip.
+// later chunk is sent after the server's continuation request, unless it
+// is listed in `inline_chunks` (a moved non-synchronizing literal and the
+// text after it: sent right after the chunk before); the last chunk ends
+// with CRLF.  A command without waiting chunk needs no round trip.
 struct Command {
   std::string name;                 // e.g. "UID FETCH" (for logs and errors)
   std::vector<std::string> chunks;
+  std::vector<size_t> inline_chunks;  // ascending
   bool sensitive = false;           // LOGIN/AUTHENTICATE: redact in logs
   // Byte ranges of literal contents inside the chunks, elided in debug logs:
   // (chunk index, offset, length).
   struct Span { size_t chunk, offset, length; };
   std::vector<Span> literals;
+
+  // Whether chunk i waits for a continuation request.
+  bool waits(size_t i) const;
 };
 
 class CommandBuilder {
@@ -44,6 +50,10 @@ class CommandBuilder {
   // A space then a literal of value ({N} / {N+} per the mode); literal8
   // writes "~{N}" (RFC 3516).
   CommandBuilder& literal(std::string_view value, bool literal8 = false);
+  // The same, taking the bytes over: a non-synchronizing literal becomes a
+  // chunk of its own (no copy into the command text), written with the
+  // rest in one gathered write.
+  CommandBuilder& literal_moved(std::string&& value, bool literal8 = false);
   // A space then a mailbox name as it goes on the wire (modified UTF-7,
   // see util/utf7.hpp), as an astring; "INBOX" in any case is sent as INBOX.
   CommandBuilder& mailbox(std::string_view wire_name);

@@ -1136,6 +1136,17 @@ void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Messag
 
 std::vector<uint32_t> Mailbox::append(const std::vector<AppendMessage>& messages, const AppendedCallback& on_batch,
                                       const AppendOptions& options) {
+  return append_impl(messages, nullptr, on_batch, options);
+}
+
+std::vector<uint32_t> Mailbox::append(std::vector<AppendMessage>&& messages, const AppendedCallback& on_batch,
+                                      const AppendOptions& options) {
+  return append_impl(messages, &messages, on_batch, options);
+}
+
+std::vector<uint32_t> Mailbox::append_impl(const std::vector<AppendMessage>& messages,
+                                           std::vector<AppendMessage>* owned, const AppendedCallback& on_batch,
+                                           const AppendOptions& options) {
   State& st = *state_;
   st.settle();
   Client& client = *st.client;
@@ -1208,12 +1219,14 @@ std::vector<uint32_t> Mailbox::append(const std::vector<AppendMessage>& messages
   for (size_t b = 0; b < batches.size(); ++b) {
     if (window.failed() || callback_error) break;
     auto cmd = client.command("APPEND").mailbox(st.wire);
-    // The literals go into the command's buffer (LITERAL+: one chunk):
-    // size it once.  64 bytes a message cover the flags, the date and the
-    // literal's header in most cases.
-    size_t room = 0;
-    for (size_t i = batches[b].first; i < batches[b].second; ++i) room += messages[i].body.size() + 64;
-    cmd.reserve(room);
+    if (owned == nullptr) {
+      // The literals go into the command's buffer (LITERAL+: one chunk):
+      // size it once.  64 bytes a message cover the flags, the date and
+      // the literal's header in most cases.
+      size_t room = 0;
+      for (size_t i = batches[b].first; i < batches[b].second; ++i) room += messages[i].body.size() + 64;
+      cmd.reserve(room);
+    }
     for (size_t i = batches[b].first; i < batches[b].second; ++i) {
       const AppendMessage& m = messages[i];
       // The reference drops \Recent (RFC 3501 6.3.11: it cannot be set)
@@ -1221,7 +1234,10 @@ std::vector<uint32_t> Mailbox::append(const std::vector<AppendMessage>& messages
       const auto flags = without_recent(m.flags);
       if (!flags.empty()) cmd.raw(flag_list(flags));
       if (!m.internaldate.empty()) cmd.string(m.internaldate);
-      cmd.literal(m.body);
+      if (owned != nullptr)
+        cmd.literal_moved(std::move((*owned)[i].body));  // its own chunk, no copy
+      else
+        cmd.literal(m.body);
     }
     if (st.selected) st.own_appends += static_cast<uint32_t>(batches[b].second - batches[b].first);
     window.send(cmd.build(), {}, b);

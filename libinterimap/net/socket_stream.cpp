@@ -5,11 +5,14 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cassert>
+#include <climits>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 namespace interimap::detail {
 
@@ -47,6 +50,36 @@ void SocketStream::write(std::string_view data) {
     } else if (errno != EINTR) {
       fail(Op::Write, errno);
     }
+  }
+}
+
+void SocketStream::write_parts(std::span<const std::string_view> parts) {
+  // sendmsg(2) with at most IOV_MAX parts at a time; a partial write
+  // resumes inside the part it stopped in.
+  std::vector<iovec> iov;
+  size_t i = 0, offset = 0;  // the next byte to send: parts[i][offset]
+  while (i < parts.size()) {
+    iov.clear();
+    for (size_t j = i; j < parts.size() && iov.size() < IOV_MAX; ++j) {
+      const std::string_view p = j == i ? parts[j].substr(offset) : parts[j];
+      if (!p.empty()) iov.push_back({const_cast<char*>(p.data()), p.size()});
+    }
+    if (iov.empty()) return;
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = iov.size();
+    const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno != EINTR) fail(Op::Write, errno);
+      continue;
+    }
+    auto left = static_cast<size_t>(n);
+    while (i < parts.size() && left >= parts[i].size() - offset) {
+      left -= parts[i].size() - offset;
+      offset = 0;
+      ++i;
+    }
+    offset += left;
   }
 }
 

@@ -54,6 +54,7 @@ class SocketStream : public Stream {
   // buf must not be empty.
   size_t read(std::span<char> buf) override;
   void write(std::string_view data) override;
+  void write_parts(std::span<const std::string_view> parts) override;
   int fd() const override { return fd_.get(); }
   std::string connection_name() const override { return name_; }
   std::string peer() const override { return peer_; }

@@ -40,6 +40,17 @@ class Stream {
   // (EPIPE) with the same message as read().  Never raises SIGPIPE.  On TCP,
   // a write that makes no progress for 30 s fails ("timed out").
   virtual void write(std::string_view data) = 0;
+  // write() of the parts one after the other, as one write: a socket hands
+  // them to the kernel without copying them together first (a MULTIAPPEND
+  // batch's messages); other layers (TLS, DEFLATE) join them.
+  virtual void write_parts(std::span<const std::string_view> parts) {
+    std::string joined;
+    size_t n = 0;
+    for (std::string_view p : parts) n += p.size();
+    joined.reserve(n);
+    for (std::string_view p : parts) joined += p;
+    write(joined);
+  }
   // True when read() would return without waiting on fd() (TLS records or
   // inflated bytes already buffered).
   virtual bool buffered() const { return false; }

@@ -1066,7 +1066,7 @@ void SyncSession::Impl::cross_append(Box& box, const std::array<UidSet, 2>& pick
         suids.push_back(m.uid);
         msgs.push_back(AppendMessage{std::move(m.body), std::move(m.flags), std::move(m.internaldate)});
       }
-      box.m(t).append(msgs, [&](size_t first, const std::vector<uint32_t>& tuids) {
+      box.m(t).append(std::move(msgs), [&](size_t first, const std::vector<uint32_t>& tuids) {
         const auto batch = confirmed(box, source, suids, first, tuids, added[index(t)]);
         maps[index(t)].insert(maps[index(t)].end(), batch.begin(), batch.end());
       });
@@ -1119,7 +1119,7 @@ UidSet SyncSession::Impl::transfer(Box& box, Side source, const UidSet& range, b
 
   auto append = [this, &box, &dst, &added, &uncommitted, &last_commit, source, target](std::vector<AppendMessage> msgs,
                                                                                       std::vector<uint32_t> suids) {
-    dst.append(msgs, [&](size_t first, const std::vector<uint32_t>& tuids) {
+    dst.append(std::move(msgs), [&](size_t first, const std::vector<uint32_t>& tuids) {
       const std::vector<Mapping> maps = confirmed(box, source, suids, first, tuids, added);
       // The target confirmed these messages: record them (DESIGN.md
       // invariants).

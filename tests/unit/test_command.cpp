@@ -156,6 +156,41 @@ TEST_CASE("command: several synchronizing literals split the command at each") {
   check_spans(m, {"one", "two\r\n"});
 }
 
+TEST_CASE("command: a moved non-synchronizing literal is a chunk of its own, sent inline") {
+  auto joined = [](const Command& c) {
+    std::string all;
+    for (const auto& chunk : c.chunks) all += chunk;
+    return all;
+  };
+  std::string one = "one\r\n", two(5000, 'x');
+  const Command p = CommandBuilder("APPEND", LiteralMode::Plus)
+                        .mailbox("INBOX")
+                        .raw("(\\Seen)")
+                        .literal_moved(std::move(one))
+                        .raw("()")
+                        .literal_moved(std::string(two))
+                        .build();
+  CHECK(p.chunks == Chunks{"APPEND INBOX (\\Seen) {5+}\r\n", "one\r\n", " () {5000+}\r\n", two, "\r\n"});
+  CHECK(p.inline_chunks == std::vector<size_t>{1, 2, 3, 4});
+  for (size_t i = 0; i < p.chunks.size(); ++i) CHECK_FALSE(p.waits(i));
+  check_spans(p, {"one\r\n", two});
+  // The bytes on the wire are those of the copying form.
+  const Command c =
+      CommandBuilder("APPEND", LiteralMode::Plus).mailbox("INBOX").raw("(\\Seen)").literal("one\r\n").raw("()").literal(two).build();
+  CHECK(joined(p) == joined(c));
+
+  // LITERAL-: above 4096 bytes the literal waits for '+', as literal() does.
+  const Command m = CommandBuilder("APPEND", LiteralMode::Minus)
+                        .mailbox("INBOX")
+                        .literal_moved("small"s)
+                        .literal_moved(std::string(two))
+                        .build();
+  CHECK(m.chunks == Chunks{"APPEND INBOX {5+}\r\n", "small", " {5000}\r\n", two + "\r\n"});
+  CHECK_FALSE(m.waits(1));
+  CHECK_FALSE(m.waits(2));
+  CHECK(m.waits(3));
+}
+
 TEST_CASE("command: literal8 for binary bodies (RFC 3516)") {
   const std::string body = "a\0b\xff\r\n"s;
   const Command s = CommandBuilder("APPEND", LiteralMode::Sync).mailbox("INBOX").literal(body, true).build();
