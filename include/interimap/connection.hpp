@@ -26,6 +26,7 @@ struct MailboxInfo {
   std::optional<uint64_t> highestmodseq;
   bool selectable() const;          // no \Noselect or \NonExistent flag
   bool subscribed() const;          // \Subscribed flag
+  bool operator==(const MailboxInfo&) const = default;
 };
 
 // What a server announced without being asked, since the last

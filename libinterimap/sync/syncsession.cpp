@@ -364,7 +364,13 @@ struct SyncSession::Impl {
   void configure();
   void open();
   void learn_delimiters();
-  void list_mailboxes();
+  // Both LIST-STATUS answers into `listed`; true when they are those of
+  // the last call.
+  bool list_mailboxes();
+  std::array<std::vector<MailboxInfo>, 2> last_answers;
+  // The database generation a pass left unchanged with those answers (a
+  // no-op pass): the same answers again make the same no-op.
+  std::uint64_t noop_generation = UINT64_MAX;
   Connection::PendingList list_begin(Side s);
   std::vector<MailboxInfo> list_side(Side s);
   // Every database record by name (one query, none while the database
@@ -598,20 +604,26 @@ std::vector<MailboxInfo> SyncSession::Impl::list_side(Side s) {
   return c(s).list_end(pending);
 }
 
-void SyncSession::Impl::list_mailboxes() {
+bool SyncSession::Impl::list_mailboxes() {
   // Both LISTs go out first, then both answers are read, from this thread:
   // the servers work at once and a poll needs no thread handoff.
   std::array<Connection::PendingList, 2> pending;
   for (Side s : kSides)
     if (!prelisted[index(s)]) pending[index(s)] = list_begin(s);
+  std::array<std::vector<MailboxInfo>, 2> answers;
   for (Side s : kSides) {
-    std::vector<MailboxInfo> l;
     if (auto& pre = prelisted[index(s)]) {
-      l = std::move(*pre);
+      answers[index(s)] = std::move(*pre);
       pre.reset();
     } else {
-      l = c(s).list_end(pending[index(s)]);
+      answers[index(s)] = c(s).list_end(pending[index(s)]);
     }
+  }
+  // The same answers as last time: `listed` stands.
+  if (answers == last_answers) return true;
+  last_answers = {};  // until `listed` is made of `answers`
+  for (Side s : kSides) {
+    std::vector<MailboxInfo> l = answers[index(s)];
     auto& out = listed[index(s)];
     out.clear();
     for (auto& m : l) {
@@ -625,7 +637,10 @@ void SyncSession::Impl::list_mailboxes() {
       out.insert_or_assign(std::move(name), std::move(m));
     }
   }
+  last_answers = std::move(answers);
+  return false;
 }
+
 
 // Step 1 of the man page: the mailbox and subscription lists.
 std::vector<std::string> SyncSession::Impl::sync_mailbox_list() {
@@ -1583,11 +1598,22 @@ void SyncSession::Impl::run_sync(bool repair_mode) {
 }
 
 void SyncSession::Impl::run() {
-  list_mailboxes();
+  const bool same = list_mailboxes();
+  const std::uint64_t generation = db->generation();
   switch (opt.mode) {
     case SyncMode::Delete: run_delete(); break;
     case SyncMode::Rename: run_rename(); break;
-    case SyncMode::Sync: run_sync(false); break;
+    case SyncMode::Sync:
+      // A --watch poll: the servers said what they said last time and the
+      // database is as the last pass, a no-op, left it: nothing to do.
+      if (same && generation == noop_generation) {
+        if (opt.debug)
+          for (Side s : kSides) debug(to_string(s), "Clean state!");
+        break;
+      }
+      run_sync(false);
+      noop_generation = db->generation() == generation ? generation : UINT64_MAX;
+      break;
     case SyncMode::Repair: run_sync(true); break;
   }
 }

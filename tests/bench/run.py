@@ -757,14 +757,46 @@ def sc_incremental(ctx, name, key, plan, tag, title):
     return sc
 
 
+def watch_cpu_direct(bench, impl, conf_sections, db, duration, rate):
+    """CPU per poll of --watch=1 with the tunnels as in Getting started (no
+    relay in the data path: relay.py forwards the servers' answers in more
+    pieces and adds wakeups to the program it measures).  Polls are not
+    visible there: `rate` (polls per second) comes from the relay run."""
+    base = bench.next_logs(f"watch-direct-{impl}")
+    conf = base + ".conf"
+    with open(conf, "w") as f:
+        f.write(h.ini_text(conf_sections, {"database": db}))
+    out = open(base + ".out", "ab")
+    p = subprocess.Popen([bench.impls[impl], f"--config={conf}", "--watch=1"], stdin=subprocess.DEVNULL,
+                         stdout=out, stderr=out, env=bench.env)
+    out.close()
+    time.sleep(3)  # the first pass (a no-op run) and a poll or two
+    if p.poll() is not None:
+        return None
+    c0, t0 = proc_cpu(p.pid), time.monotonic()
+    time.sleep(duration)
+    c1, t1 = proc_cpu(p.pid), time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    polls = rate * (t1 - t0)
+    return (c1 - c0) / polls if polls else None
+
+
 def sc_watch(ctx, name, key, plan, tag, title):
     """--watch=1 on a synced no-op state, for a fixed time: CPU and bytes per
-    poll (polls counted as bursts of client writes on the remote tunnel)."""
+    poll (polls counted as bursts of client writes on the remote tunnel, in
+    a run through relay.py; CPU also in a run without it)."""
     b = ctx.bench
     sc = Scenario(name, title)
     local, remote, db = ctx.template(key, plan, tag)
     duration = 6 if b.args.quick else 12
     sc.notes.append("no floor: an idle poll is one LIST-STATUS per server")
+    sc.notes.append("CPU per poll: a run with the tunnels as in Getting started (polls counted in the relay run, "
+                    "whose own CPU figures are the next row: the relay fragments the answers)")
     for impl in ("reference", "ours"):
         snap = ctx.synced(key, impl, plan, tag)
         if snap is None:
@@ -825,12 +857,17 @@ def sc_watch(ctx, name, key, plan, tag, title):
             pass
         lb = [x for x in local_bursts if done and done[0][0] - 0.2 <= x[0] <= done[-1][0] + 0.2]
         r = {"rc": 0, "wall": t1 - t0, "polls": polls, "cpu": c1 - c0,
-             "cpu_per_poll": (c1 - c0) / polls if polls else None,
+             "cpu_per_poll_relay": (c1 - c0) / polls if polls else None,
              "bytes_remote_per_poll": sum(x[1] + x[2] for x in done) / len(done) if done else None,
              "bytes_local_per_poll": sum(x[1] + x[2] for x in lb) / len(done) if done and lb else None,
              "rss_kib": rss, "load": loadavg()}
+        b.restore(snap, [remote, local], db)
+        direct = {side: {"type": "tunnel", "command": f"{store.doveadm_command} 2>>{base}-{side}-direct.log"}
+                  for side, store in (("local", local), ("remote", remote))}
+        r["cpu_per_poll"] = watch_cpu_direct(b, impl, direct, db, duration, polls / (t1 - t0)) if polls else None
         sc.runs[impl].append(r)
-        log(f"{name} {impl}: {polls} polls in {t1 - t0:.1f}s, cpu/poll {r['cpu_per_poll']}, "
+        log(f"{name} {impl}: {polls} polls in {t1 - t0:.1f}s, cpu/poll {r['cpu_per_poll']} "
+            f"(through the relay {r['cpu_per_poll_relay']}), "
             f"bytes/poll R {r['bytes_remote_per_poll']} L {r['bytes_local_per_poll']}")
     return sc
 
@@ -1092,6 +1129,8 @@ def report(scs):
             rows = [("polls in window", m("ours", "polls"), m("reference", "polls"), None, ""),
                     ("CPU per poll (ms)", ms(m("ours", "cpu_per_poll")), ms(m("reference", "cpu_per_poll")),
                      None, ""),
+                    ("CPU per poll via relay (ms)", ms(m("ours", "cpu_per_poll_relay")),
+                     ms(m("reference", "cpu_per_poll_relay")), None, ""),
                     ("bytes remote per poll", m("ours", "bytes_remote_per_poll"),
                      m("reference", "bytes_remote_per_poll"), None, ""),
                     ("bytes local per poll", m("ours", "bytes_local_per_poll"),
