@@ -43,6 +43,7 @@ class Logger {
   // quiet: drop Info messages; debug: 0 none, 1 traffic, 2 traffic with credentials.
   void set_quiet(bool quiet) { quiet_ = quiet; }
   void set_debug(int level) { debug_ = level; }
+  bool quiet() const { return quiet_; }
   int debug() const { return debug_; }
   void set_prefix(LogPrefix prefix) { prefix_ = std::move(prefix); }
   // Appends to this file instead of stderr (interimap "logfile").  Throws Error.
@@ -52,10 +53,15 @@ class Logger {
   void error(std::string_view name, std::string_view message) { log(LogLevel::Error, name, {}, message); }
   void warning(std::string_view name, std::string_view message) { log(LogLevel::Warning, name, {}, message); }
   void info(std::string_view name, std::string_view message) { log(LogLevel::Info, name, {}, message); }
+  // An Info line written even when quiet: the reference's msg(), for what a
+  // user must see (a mailbox created, a sync resumed).
+  void notice(std::string_view name, std::string_view mailbox, std::string_view message);
   // Lines written so far at Info level or above (Debug lines excluded).
   uint64_t lines() const { return lines_; }
 
  private:
+  void write(LogLevel level, std::string_view name, std::string_view mailbox, std::string_view message);
+
   uint64_t lines_ = 0;
   bool quiet_ = false;
   int debug_ = 0;

@@ -4,7 +4,9 @@
 //
 // Life cycle:
 //
-//   SyncSession s(config, options, logger);
+//   SyncSettings settings = SyncSettings::from_config(config);
+//   settings.configure_logger(logger);   // log-prefix, logfile
+//   SyncSession s(std::move(settings), logger);
 //   s.open();    // database (locked), both connections, delimiters, schema
 //   s.run();     // one pass; may be called again (--watch)
 //   s.close();   // LOGOUT both
@@ -38,6 +40,7 @@
 #include <interimap/log.hpp>
 #include <interimap/statedb.hpp>
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -72,21 +75,23 @@ struct SyncTargets {
   bool database = true;
 };
 
-struct SyncOptions {
+// Everything a SyncSession needs: what the configuration file says
+// (from_config()) and what the command line asks.  Defaults are those of
+// interimap(1) 0.5.7.  Logging (log-prefix, logfile, --quiet, --debug) is
+// the Logger's business: configure it before the session (configure_logger()).
+struct SyncSettings {
+  // ---- From the command line.
   SyncMode mode = SyncMode::Sync;
   // MAILBOX arguments, with the local hierarchy delimiter: the mailboxes to
-  // synchronize or repair (empty: those the list-mailbox option selects),
-  // the mailboxes to delete, or SOURCE and DEST for Rename.  "INBOX" in
-  // any case means INBOX.
+  // synchronize or repair (empty: those list_mailbox selects), the
+  // mailboxes to delete, or SOURCE and DEST for Rename.  "INBOX" in any
+  // case means INBOX.
   std::vector<std::string> mailboxes;
   // --target; all three by default.  Only meaningful for Delete and Rename.
   SyncTargets targets;
-  // --quiet: no informational lines.  Default false.
-  bool quiet = false;
-  // --debug: 0 none, 1 protocol traces, 2 with credentials.
-  int debug = 0;
   // Long-lived mode (--watch): the database is not created when missing
-  // (as the reference), and network sockets get SO_KEEPALIVE.  Default false.
+  // (as the reference), network sockets get SO_KEEPALIVE, and each mailbox
+  // is unselected after its sync.  Default false.
   bool watch = false;
   // --notify: LIST-STATUS is not required (without it, Connection::list
   // pipelines one STATUS per mailbox; the watch loop learns about changes
@@ -96,16 +101,48 @@ struct SyncOptions {
   // starting another one (the mailboxes done are committed; the others
   // wait for the next run).  For SIGTERM and friends.  Default: none.
   std::function<bool()> interrupted;
+
+  // ---- From the configuration file.
+  // [local] and [remote] (ConnectionOptions::name "local" and "remote";
+  // compress defaults to NO locally, YES remotely).
+  std::array<ConnectionOptions, 2> connections;
+  // database: the state database's path, resolved (default: the remote
+  // host's name under $XDG_DATA_HOME/interimap).
+  std::string database;
+  // list-reference of [local] and [remote]; empty: none.
+  std::array<std::string, 2> list_reference;
+  // list-mailbox as written (split by the session with split_list_mailbox,
+  // as the reference does, only when no MAILBOX argument is given).
+  // Empty: every mailbox.
+  std::string list_mailbox;
+  // list-select-opts, upper-cased words (e.g. SUBSCRIBED).  Default none.
+  std::vector<std::string> list_select_opts;
+  // ignore-mailbox: a PCRE2 (Perl) pattern on database-form names,
+  // compiled by the session (Sync and Repair only); empty: none.
+  std::string ignore_mailbox;
+  // log-prefix (compiled) and logfile (absolute; empty: stderr).
+  LogPrefix log_prefix;
+  std::string logfile;
+
+  // Reads an interimap configuration file as the reference's read_config:
+  // every option of the default, [local] and [remote] sections must be
+  // known, and each value valid; both sections must exist.  Throws
+  // ConfigError naming the option and the value.  The command-line fields
+  // keep their defaults.
+  static SyncSettings from_config(const Config& config);
+
+  // Applies log_prefix and logfile to a logger (opening the file: Error
+  // when it cannot be opened).
+  void configure_logger(Logger& logger) const;
 };
 
 class SyncSession {
  public:
-  // Reads and checks the configuration (the reference's refusals: unknown
-  // options in the default, [local] and [remote] sections, bad values,
-  // list-mailbox syntax), computes the database path, and configures the
-  // logger (log-prefix, logfile, quiet, debug).  Nothing is opened.  Throws
-  // ConfigError.  The config and the logger must outlive the session.
-  SyncSession(const Config& config, SyncOptions options, Logger& logger);
+  // Checks the settings (std::invalid_argument: Delete without mailboxes,
+  // Rename without exactly two; ConfigError: a bad ignore-mailbox).
+  // Nothing is opened.  The logger must outlive the session; its quiet and
+  // debug levels are --quiet and --debug.
+  SyncSession(SyncSettings settings, Logger& logger);
   ~SyncSession();
   SyncSession(const SyncSession&) = delete;
   SyncSession& operator=(const SyncSession&) = delete;

@@ -247,6 +247,14 @@ void Logger::log(LogLevel level, std::string_view name, std::string_view mailbox
   if (level == LogLevel::Info && quiet_) {
     return;
   }
+  write(level, name, mailbox, message);
+}
+
+void Logger::notice(std::string_view name, std::string_view mailbox, std::string_view message) {
+  write(LogLevel::Info, name, mailbox, message);
+}
+
+void Logger::write(LogLevel level, std::string_view name, std::string_view mailbox, std::string_view message) {
   // The reference writes "PREFIX" + "WARNING: " / "ERROR: " + message;
   // informational and debug lines carry no level tag.
   std::string_view tag;

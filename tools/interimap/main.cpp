@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -181,13 +182,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  interimap::SyncOptions options;
-  options.mode = mode;
-  options.mailboxes = args;
-  options.quiet = quiet;
-  options.debug = debug;
-  options.watch = watch.has_value();
-  options.notify = notify;
+  interimap::SyncTargets sync_targets;
   interimap::Logger logger;
   try {
     const std::string path =
@@ -195,26 +190,35 @@ int main(int argc, char** argv) {
     const interimap::Config config = interimap::Config::load(path);
     // Checked after the configuration is read, as the reference does.
     if (!targets.empty()) {
-      options.targets = {false, false, false};
+      sync_targets = {false, false, false};
       for (const auto& t : targets)
         for (const auto& w : split_commas(t)) {
           if (w == "local")
-            options.targets.local = true;
+            sync_targets.local = true;
           else if (w == "remote")
-            options.targets.remote = true;
+            sync_targets.remote = true;
           else if (w == "database")
-            options.targets.database = true;
+            sync_targets.database = true;
           else {
             std::fprintf(stderr, "Invalid target %s\n", w.c_str());
             return 1;
           }
         }
     }
+    interimap::SyncSettings settings = interimap::SyncSettings::from_config(config);
+    settings.mode = mode;
+    settings.mailboxes = args;
+    settings.targets = sync_targets;
+    settings.watch = watch.has_value();
+    settings.notify = notify;
+    logger.set_quiet(quiet);
+    logger.set_debug(debug);
+    settings.configure_logger(logger);
 
     // SIGTERM, SIGINT, SIGHUP: finish the mailbox in progress, log out, exit 0.
     const interimap::StopSignals stop;
-    options.interrupted = [&stop] { return stop.received() != 0; };
-    interimap::SyncSession session(config, options, logger);
+    settings.interrupted = [&stop] { return stop.received() != 0; };
+    interimap::SyncSession session(std::move(settings), logger);
     try {
       session.open();
       if (watch)

@@ -1,0 +1,50 @@
+// How one side of a mailbox tells what changed among the messages the
+// engine already knows (UIDs below the clean UIDNEXT) since the last clean
+// state.  One implementation today, QRESYNC (RFC 7162): the changes come
+// with the SELECT.  Servers with CONDSTORE only, or with neither, get
+// their own implementation of the same interface.
+#pragma once
+
+#include <interimap/connection.hpp>
+#include <interimap/mailbox.hpp>
+#include <interimap/statedb.hpp>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace interimap::detail::sync {
+
+// What changed among the known messages of one side.
+struct KnownChanges {
+  UidSet vanished;                         // expunged, all below the clean UIDNEXT
+  std::map<uint32_t, std::string> flags;   // UID -> its flags (flag_string form), none vanished
+  bool empty() const { return vanished.empty() && flags.empty(); }
+};
+
+class ChangeTracker {
+ public:
+  virtual ~ChangeTracker() = default;
+  // On the engine's thread, before select(): reads from the database what
+  // select() will need (the database is not used from the sides' threads).
+  virtual void prepare(const StateDB& db, MailboxId idx, Side side, const SideState& clean) = 0;
+  // SELECTs the mailbox (read-write), asking for what changed since
+  // `clean` where the server can say it at once.
+  virtual void select(Mailbox& mailbox, const SideState& clean) = 0;
+  // The known messages that vanished or whose flags changed since `clean`
+  // (what the server announced, with the flags it did not give fetched),
+  // then raises clean.highestmodseq to what the server has shown.  Called
+  // again after each round of updates: returns what came since.
+  virtual KnownChanges changes(Mailbox& mailbox, SideState& clean) = 0;
+  // The UNCHANGEDSINCE of STOREs over known messages (RFC 7162 3.1.3), so
+  // that a change made meanwhile is not overwritten; nullopt: none.
+  virtual std::optional<uint64_t> unchanged_since(const SideState& clean) const = 0;
+};
+
+// The best tracking the connection's server offers (today: QRESYNC, which
+// SyncSession::open() requires).
+std::unique_ptr<ChangeTracker> make_change_tracker(Connection& connection);
+
+}  // namespace interimap::detail::sync

@@ -1,0 +1,193 @@
+#include "sync/known.hpp"
+
+#include "sync/flags.hpp"
+
+#include <fmt/format.h>
+
+#include <set>
+
+namespace interimap::detail::sync {
+
+namespace {
+
+UidSet to_set(const std::vector<uint32_t>& uids) {
+  UidSet s;
+  for (uint32_t u : uids) s.insert(u);
+  return s;
+}
+
+// UID EXPUNGEs `expunge` and replaces the flags of each list of UIDs, all
+// in one pipelined round trip, and logs what the server did.
+void update_side(Context& ctx, Box& box, Side side, const std::vector<uint32_t>& expunge, const FlagUpdates& updates) {
+  if (expunge.empty() && updates.empty()) return;
+  const UidSet set = to_set(expunge);
+  std::vector<Mailbox::FlagStore> stores;
+  stores.reserve(updates.size());
+  for (const auto& [flags, uids] : updates) stores.push_back({to_set(uids), StoreMode::Replace, split_flags(flags)});
+  // RFC 7162 3.1.3: a change made meanwhile is not overwritten; refused
+  // UIDs come back as changes.
+  const auto since = box.tracker[index(side)]->unchanged_since(box.state(side));
+  const Mailbox::UpdateResult r = box.m(side).update(set, stores, since);
+  if (!expunge.empty()) {
+    UidSet done = set;
+    done.erase(r.not_expunged);
+    if (!done.empty()) ctx.info(side, box.name, fmt::format("Removed {} UID(s) {}", done.size(), done.to_string()));
+    if (!r.not_expunged.empty()) ctx.warning(side, box.name, "Couldn't UID EXPUNGE " + r.not_expunged.to_string());
+  }
+  size_t k = 0;
+  for (const auto& [flags, uids] : updates) {
+    UidSet ok = stores[k].uids;
+    ok.erase(r.refused[k]);
+    if (!ok.empty()) ctx.info(side, box.name, fmt::format("Updated flags ({}) for UID {}", flags, ok.to_string()));
+    if (!r.refused[k].empty())
+      ctx.info(side, box.name,
+               fmt::format("Couldn't update flags ({}) for UID {}, will try again later", flags, r.refused[k].to_string()));
+    ++k;
+  }
+}
+
+}  // namespace
+
+bool Plan::empty() const {
+  return expunge[0].empty() && expunge[1].empty() && flags[0].empty() && flags[1].empty() && forget.empty();
+}
+
+Plan plan_known_changes(const PerSide<KnownChanges>& changes, const PeerLookup& peers, std::vector<PlanNote>& notes) {
+  Plan plan;
+  PerSide<std::set<uint32_t>> forgotten;  // both halves of plan.forget's mappings
+
+  // Vanished messages.
+  PerSide<std::vector<uint32_t>> unmatched;
+  for (Side side : kSides) {
+    const UidSet& vanished = changes[index(side)].vanished;
+    if (vanished.empty()) continue;
+    const UidSet& vanished_there = changes[index(other(side))].vanished;
+    const std::vector<uint32_t> uids = vanished.to_vector();
+    const auto mapped = peers(side, uids);
+    for (size_t k = 0; k < uids.size(); ++k) {
+      if (!mapped[k]) {
+        unmatched[index(side)].push_back(uids[k]);
+        continue;
+      }
+      const uint32_t peer = *mapped[k];
+      // A pair vanished on both sides was forgotten with the local side.
+      if (side == Side::Remote && vanished_there.contains(peer)) continue;
+      if (!vanished_there.contains(peer)) plan.expunge[index(other(side))].push_back(peer);
+      const Mapping pair = side == Side::Local ? Mapping{uids[k], peer} : Mapping{peer, uids[k]};
+      plan.forget.push_back(pair.local);
+      forgotten[0].insert(pair.local);
+      forgotten[1].insert(pair.remote);
+    }
+  }
+  for (Side side : kSides)
+    if (!unmatched[index(side)].empty())
+      notes.push_back({PlanNote::Kind::VanishedUnmatched, side, to_set(unmatched[index(side)]), {}, {}, {}, {}});
+
+  // Flag changes.
+  PerSide<std::map<uint32_t, std::optional<uint32_t>>> peer_of;
+  for (Side side : kSides) {
+    std::vector<uint32_t> uids;
+    for (const auto& [uid, flags] : changes[index(side)].flags)
+      if (forgotten[index(side)].count(uid) == 0) uids.push_back(uid);
+    if (uids.empty()) continue;
+    const auto mapped = peers(side, uids);
+    for (size_t k = 0; k < uids.size(); ++k) peer_of[index(side)][uids[k]] = mapped[k];
+  }
+  auto peer = [&](Side side, uint32_t uid) -> std::optional<uint32_t> {
+    const auto& m = peer_of[index(side)];
+    const auto it = m.find(uid);
+    return it == m.end() ? std::nullopt : it->second;
+  };
+  const auto& local = changes[0].flags;
+  const auto& remote = changes[1].flags;
+  for (const auto& [luid, lflags] : local) {
+    const auto ruid = peer(Side::Local, luid);
+    if (!ruid) {
+      notes.push_back({PlanNote::Kind::ModifiedUnmatched, Side::Local, UidSet::range(luid, luid), {}, {}, {}, {}});
+      continue;
+    }
+    if (const auto it = remote.find(*ruid); it != remote.end()) {
+      if (lflags != it->second) {
+        std::string merged = flag_union(lflags, it->second);
+        plan.flags[0][merged].push_back(luid);
+        plan.flags[1][merged].push_back(*ruid);
+        notes.push_back({PlanNote::Kind::Conflict, Side::Local, {}, Mapping{luid, *ruid}, lflags, it->second, merged});
+      }
+    } else {
+      plan.flags[1][lflags].push_back(*ruid);
+    }
+  }
+  for (const auto& [ruid, rflags] : remote) {
+    const auto luid = peer(Side::Remote, ruid);
+    if (!luid) {
+      notes.push_back({PlanNote::Kind::ModifiedUnmatched, Side::Remote, UidSet::range(ruid, ruid), {}, {}, {}, {}});
+      continue;
+    }
+    if (local.count(*luid) == 0) plan.flags[0][rflags].push_back(*luid);
+  }
+  return plan;
+}
+
+void log_note(Context& ctx, const Box& box, const PlanNote& note) {
+  const Side side = note.side;
+  switch (note.kind) {
+    case PlanNote::Kind::VanishedUnmatched:
+      // Logged for the side that would have expunged it.
+      ctx.warning(other(side), box.name,
+                  fmt::format("No match for {} vanished {} UID(s) {}. Ignoring.", note.uids.size(), to_string(side),
+                              note.uids.to_string()));
+      break;
+    case PlanNote::Kind::ModifiedUnmatched:
+      ctx.warning(other(side), box.name,
+                  fmt::format("No match for modified {} UID {}. Try '--repair'.", to_string(side), note.uids.to_string()));
+      break;
+    case PlanNote::Kind::Conflict:
+      ctx.log.warning("", fmt::format("Conflicting flag update in {} for local UID {} ({}) and remote UID {} ({}). "
+                                      "Setting both to the union ({}).",
+                                      ctx.names.pretty(box.name), note.pair.local, note.local_flags, note.pair.remote,
+                                      note.remote_flags, note.merged));
+      break;
+  }
+}
+
+std::string resolve_conflict(Context& ctx, const Box& box, Mapping pair, const std::string& local_flags,
+                             const std::string& remote_flags) {
+  PlanNote note{PlanNote::Kind::Conflict, Side::Local, {}, pair, local_flags, remote_flags,
+                flag_union(local_flags, remote_flags)};
+  log_note(ctx, box, note);
+  return note.merged;
+}
+
+void apply(Context& ctx, Box& box, const Plan& plan, const std::function<void(Side)>& then) {
+  ctx.both.run([&](Side s) {
+    update_side(ctx, box, s, plan.expunge[index(s)], plan.flags[index(s)]);
+    if (then) then(s);
+  });
+  // Forgotten only now that both sides confirmed the EXPUNGE (doc/design.md
+  // "Reliability invariants"); committed by the caller.
+  if (!plan.forget.empty())
+    for (uint32_t u : ctx.write().remove_mappings(box.idx, Side::Local, plan.forget))
+      ctx.log.warning("database", fmt::format("Can't delete (idx,lUID) = ({},{})", box.idx, u));
+}
+
+bool sync_known(Context& ctx, Box& box, const std::function<void(Side)>& then) {
+  const PeerLookup peers = [&](Side side, std::span<const uint32_t> uids) { return ctx.db->lookup(box.idx, side, uids); };
+  bool changed = false;
+  bool first = true;
+  for (;;) {
+    PerSide<KnownChanges> changes;
+    for (Side s : kSides) changes[index(s)] = box.tracker[index(s)]->changes(box.m(s), box.state(s));
+    if (changes[0].empty() && changes[1].empty()) {
+      if (first && then) ctx.both.run(then);
+      return changed;
+    }
+    changed = true;
+    std::vector<PlanNote> notes;
+    const Plan plan = plan_known_changes(changes, peers, notes);
+    for (const auto& note : notes) log_note(ctx, box, note);
+    apply(ctx, box, plan, first ? then : std::function<void(Side)>{});
+    first = false;
+  }
+}
+
+}  // namespace interimap::detail::sync

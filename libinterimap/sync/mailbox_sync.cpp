@@ -1,0 +1,127 @@
+#include "sync/mailbox_sync.hpp"
+
+#include "sync/box.hpp"
+#include "sync/known.hpp"
+#include "sync/recovery.hpp"
+#include "sync/transfer.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <set>
+
+namespace interimap::detail::sync {
+
+void sync_mailbox(Context& ctx, MailboxList& list, const MailboxRecord& record) {
+  Box box = Box::from(record);
+  if (!record.state) {
+    // A new mailbox: everything is new on both sides.
+    box.select(ctx, /*resync=*/false);
+    for (Side s : kSides) box.state(s).uidvalidity = box.m(s).uidvalidity();
+    // Committed with the first mappings or the final state.
+    ctx.write().init_state(box.idx, box.state(Side::Local).uidvalidity, box.state(Side::Remote).uidvalidity);
+    sync_messages(ctx, box, {});
+    box.finish(ctx);
+    return;
+  }
+  // Both sides have new messages (LIST-STATUS says): their sizes come with
+  // the SELECT, for cross_pick().
+  box.want_sizes = true;
+  for (Side s : kSides) {
+    const auto* info = list.info(s, ctx.names.wire(s, box.name));
+    box.want_sizes = box.want_sizes && info != nullptr && info->uidnext && *info->uidnext > box.state(s).uidnext;
+  }
+  box.select(ctx, /*resync=*/true);
+  const PerSide<UidSet> pick = cross_pick(box);
+  PerSide<std::vector<Message>> fetched;
+  auto prefetch = [&](Side s) {
+    if (!pick[index(s)].empty())
+      box.m(s).fetch_messages(pick[index(s)], [&](Message& m) { fetched[index(s)].push_back(std::move(m)); });
+  };
+  if (sync_known(ctx, box, prefetch)) {
+    auto& db = ctx.write();
+    for (Side s : kSides) db.set_highestmodseq(box.idx, s, box.state(s).highestmodseq);
+    ctx.commit();
+  }
+  PerSide<UidSet> ignore;
+  cross_append(ctx, box, pick, fetched, ignore);
+  sync_messages(ctx, box, ignore);
+  box.finish(ctx);
+}
+
+void sync_mailboxes(Context& ctx, MailboxList& list, const std::vector<std::string>& mailboxes, bool repair_mode) {
+  const std::set<std::string> wanted(mailboxes.begin(), mailboxes.end());
+
+  // The records in one query (a no-op poll of many mailboxes is mostly
+  // this); read again if recovering or resuming changed them.
+  const auto& records = list.records();
+  bool changed = false;
+
+  // Copies an interrupted run made but did not record (our addition).
+  const auto pending = ctx.db->mailboxes_with_pending_appends();
+  for (const auto& name : mailboxes) {
+    const auto it = records.find(name);
+    if (it == records.end() || !std::binary_search(pending.begin(), pending.end(), it->second.idx)) continue;
+    if (const auto rows = ctx.db->pending_appends(it->second.idx); !rows.empty()) {
+      recover(ctx, it->second, rows);
+      changed = true;
+    }
+  }
+
+  // Interrupted syncs first (the reference's order).
+  for (const auto& record : ctx.db->interrupted_mailboxes())
+    if (wanted.count(record.name) != 0) {
+      resume(ctx, record);
+      changed = true;
+    }
+  if (changed) list.records();  // refreshes `records`
+
+  std::vector<MailboxRecord> todo;
+  for (const auto& name : mailboxes) {
+    const auto found = records.find(name);
+    if (found == records.end()) continue;  // cannot happen: MailboxList::synchronize() added it
+    const MailboxRecord& record = found->second;
+    const PerSide<const MailboxInfo*> infos = {list.info(Side::Local, ctx.names.wire(Side::Local, name)),
+                                               list.info(Side::Remote, ctx.names.wire(Side::Remote, name))};
+    if (record.state) {
+      // Detect UIDVALIDITY changes before starting (the reference's set_cache).
+      for (Side s : kSides) {
+        const auto* info = infos[index(s)];
+        if (info && info->uidvalidity && *info->uidvalidity != (*record.state)[s].uidvalidity)
+          Context::fail(to_string(s), fmt::format("UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache for {}.",
+                                                  *info->uidvalidity, (*record.state)[s].uidvalidity,
+                                                  ctx.names.wire(s, name)));
+      }
+    }
+    if (repair_mode) {
+      if (record.state) todo.push_back(record);
+      continue;
+    }
+    // Step 2: only mailboxes whose UIDNEXT or HIGHESTMODSEQ moved.
+    bool dirty = !record.state;
+    for (Side s : kSides) {
+      if (dirty) break;
+      const auto* info = infos[index(s)];
+      const SideState& clean = (*record.state)[s];
+      dirty = info == nullptr || !info->uidnext || !info->highestmodseq || clean.uidnext == 0 ||
+              clean.highestmodseq == 0 || *info->uidnext != clean.uidnext || *info->highestmodseq != clean.highestmodseq;
+    }
+    if (dirty) todo.push_back(record);
+  }
+  if (ctx.debugging()) {
+    for (Side s : kSides) {
+      std::vector<std::string> dirty;
+      for (const auto& r : todo) dirty.push_back(ctx.names.wire(s, r.name));
+      ctx.debug(to_string(s), dirty.empty() ? "Clean state!" : fmt::format("Dirty mailboxes: {}", fmt::join(dirty, ", ")));
+    }
+  }
+  for (const auto& record : todo) {
+    if (ctx.settings.interrupted && ctx.settings.interrupted()) return;  // a stop signal: the rest next time
+    if (repair_mode)
+      repair(ctx, record);
+    else
+      sync_mailbox(ctx, list, record);
+  }
+}
+
+}  // namespace interimap::detail::sync

@@ -1,0 +1,104 @@
+// SyncSettings::from_config: the reference's read_config for interimap
+// (the options it knows, the values it accepts), and the logger settings.
+#include <interimap/syncsession.hpp>
+
+#include "util/ascii.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <set>
+
+namespace interimap {
+
+namespace {
+
+using detail::has_control;
+
+// The options the reference's read_config accepts in the default, [local]
+// and [remote] sections (any other is "Invalid option NAME").
+const std::set<std::string, std::less<>> kKnownOptions = {
+    "host", "port", "proxy", "type", "STARTTLS", "username", "password", "auth", "command", "null-stderr",
+    "compress", "SSL_protocols", "SSL_protocol_min", "SSL_protocol_max", "SSL_fingerprint", "SSL_cipherlist",
+    "SSL_ciphersuites", "SSL_hostname", "SSL_verify", "SSL_CApath", "SSL_CAfile",
+    // interimap's own
+    "database", "logfile", "log-prefix", "list-reference", "list-mailbox", "list-select-opts", "ignore-mailbox"};
+
+constexpr std::array<const char*, 3> kSections = {"", "local", "remote"};
+
+// The reference's value patterns (its read_config), checked in every
+// section that sets the option.
+void check_values(const Config& config) {
+  auto check = [&](std::string_view option, bool allow_empty, auto&& ok) {
+    for (const char* section : kSections) {
+      const auto v = config.get(section, option);
+      if (v && ((!allow_empty && v->empty()) || !ok(*v)))
+        throw ConfigError(fmt::format("Invalid option {} = {}", option, *v));
+    }
+  };
+  const auto ascii_line = [](const std::string& v) {
+    return std::all_of(v.begin(), v.end(), [](unsigned char ch) { return ch >= 1 && ch <= 0x7f && ch != '\n' && ch != '\r'; });
+  };
+  check("database", false, [](const std::string& v) { return !has_control(v); });
+  check("logfile", false, [](const std::string& v) { return v.starts_with('/') && !has_control(v); });
+  check("log-prefix", true, [](const std::string& v) { return !has_control(v); });
+  check("list-reference", true, ascii_line);
+  check("list-mailbox", false, ascii_line);
+  check("ignore-mailbox", false, ascii_line);
+  check("list-select-opts", true, [](const std::string& v) {
+    return std::all_of(v.begin(), v.end(), [](unsigned char ch) {
+      return ch >= 0x20 && ch <= 0x7e && std::string_view("\"%()*\\]{").find(static_cast<char>(ch)) == std::string_view::npos;
+    });
+  });
+}
+
+std::vector<std::string> upper_words(std::string_view s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find(' ', i);
+    if (j == std::string_view::npos) j = s.size();
+    if (j > i) {
+      std::string w(s.substr(i, j - i));
+      std::transform(w.begin(), w.end(), w.begin(), [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
+      out.push_back(std::move(w));
+    }
+    i = j + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+SyncSettings SyncSettings::from_config(const Config& config) {
+  for (const char* section : kSections) {
+    if (*section != '\0' && !config.has_section(section))
+      throw ConfigError(fmt::format("No such section {}", section));
+    for (const auto& name : config.options(section))
+      if (kKnownOptions.count(name) == 0) throw ConfigError(fmt::format("Invalid option {}", name));
+  }
+  check_values(config);
+
+  SyncSettings s;
+  s.log_prefix = LogPrefix(config.get_default("log-prefix").value_or(std::string(LogPrefix::kDefault)));
+  s.logfile = config.get_default("logfile").value_or("");
+  s.database = StateDB::default_path(config.get_default("database"), config.get("remote", "host").value_or("localhost"),
+                                     xdg_data_home());
+  for (Side side : {Side::Local, Side::Remote}) {
+    const std::string section(to_string(side));
+    s.connections[index(side)] = config.connection(section, side == Side::Remote);
+    s.connections[index(side)].name = section;
+    s.list_reference[index(side)] = config.get(section, "list-reference").value_or("");
+  }
+  s.list_mailbox = config.get_default("list-mailbox").value_or("");
+  s.list_select_opts = upper_words(config.get_default("list-select-opts").value_or(""));
+  s.ignore_mailbox = config.get_default("ignore-mailbox").value_or("");
+  return s;
+}
+
+void SyncSettings::configure_logger(Logger& logger) const {
+  logger.set_prefix(log_prefix);
+  if (!logfile.empty()) logger.open_file(logfile);
+}
+
+}  // namespace interimap
