@@ -1,0 +1,178 @@
+// The sync engine's pure units: mailbox names in their three forms, flag
+// strings, and the plan of known-message changes (expunges, flag updates,
+// conflicts, unmatched UIDs), each as a table.
+#include "sync/flags.hpp"
+#include "sync/known.hpp"
+#include "sync/names.hpp"
+
+#include <doctest/doctest.h>
+
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+using namespace std::string_literals;
+using interimap::Mapping;
+using interimap::Side;
+using interimap::UidSet;
+namespace engine = interimap::detail::sync;
+
+TEST_CASE("flag strings: sorted, unique, blank-separated") {
+  CHECK(engine::flag_string({}) == "");
+  CHECK(engine::flag_string({"\\Seen", "\\Answered", "\\Seen"}) == "\\Answered \\Seen");
+  CHECK(engine::flag_string({"$Label", "\\Flagged"}) == "$Label \\Flagged");
+  CHECK(engine::split_flags("") == std::vector<std::string>{});
+  CHECK(engine::split_flags("\\Seen  \\Flagged ") == std::vector<std::string>{"\\Seen", "\\Flagged"});
+  CHECK(engine::flag_union("\\Flagged \\Seen", "\\Answered \\Seen") == "\\Answered \\Flagged \\Seen");
+  CHECK(engine::flag_union("", "") == "");
+  CHECK(engine::flag_union("\\Seen", "") == "\\Seen");
+}
+
+TEST_CASE("compact_list keeps the given order, joins runs") {
+  const struct {
+    std::vector<uint32_t> uids;
+    const char* text;
+  } cases[] = {
+      {{}, ""},
+      {{7}, "7"},
+      {{1, 2, 3}, "1:3"},
+      {{1, 2, 3, 7, 5}, "1:3,7,5"},
+      {{3, 2, 1}, "3,2,1"},
+      {{4294967294u, 4294967295u}, "4294967294:4294967295"},
+  };
+  for (const auto& c : cases) CHECK(engine::compact_list(c.uids) == c.text);
+}
+
+TEST_CASE("mailbox names: database, wire and pretty forms") {
+  engine::MailboxNames names;
+  names.set_delimiter(Side::Local, '/');
+  names.set_delimiter(Side::Remote, '.');
+  names.set_reference(Side::Remote, "INBOX.");
+  const std::string db = "a\0b\0c"s;
+  CHECK(names.wire(Side::Local, db) == "a/b/c");
+  CHECK(names.wire(Side::Remote, db) == "INBOX.a.b.c");
+  CHECK(names.pretty(db) == "a/b/c");
+  CHECK(names.database(Side::Remote, "INBOX.a.b.c") == db);
+  CHECK(names.database(Side::Local, "a/b/c") == db);
+  CHECK_FALSE(names.database(Side::Remote, "Other.a").has_value());  // outside list-reference
+  CHECK(names.database(Side::Remote, "INBOX.") == "");
+  CHECK(names.from_local("x/y") == "x\0y"s);
+
+  engine::MailboxNames flat;  // NIL delimiters: names are kept as they are
+  CHECK(flat.wire(Side::Local, "a/b") == "a/b");
+  CHECK(flat.database(Side::Remote, "a.b") == "a.b");
+  CHECK(flat.from_local("x/y") == "x/y");
+
+  CHECK(engine::normalize_inbox("inBox") == "INBOX");
+  CHECK(engine::normalize_inbox("INBOX/sub") == "INBOX/sub");
+  CHECK(engine::print_delimiter(std::nullopt) == "NIL");
+  CHECK(engine::print_delimiter('/') == "\"/\"");
+  CHECK(engine::print_delimiter('\\') == "\"\\\\\"");
+  CHECK(engine::print_delimiter('"') == "\"\\\"\"");
+}
+
+namespace {
+
+// A mapping table for the planner: local UID <-> remote UID.
+struct Mappings {
+  std::map<uint32_t, uint32_t> local_to_remote, remote_to_local;
+  explicit Mappings(std::initializer_list<Mapping> pairs) {
+    for (const auto& p : pairs) {
+      local_to_remote[p.local] = p.remote;
+      remote_to_local[p.remote] = p.local;
+    }
+  }
+  engine::PeerLookup lookup() const {
+    return [this](Side side, std::span<const uint32_t> uids) {
+      const auto& m = side == Side::Local ? local_to_remote : remote_to_local;
+      std::vector<std::optional<uint32_t>> out;
+      for (uint32_t u : uids) {
+        const auto it = m.find(u);
+        out.push_back(it == m.end() ? std::nullopt : std::optional(it->second));
+      }
+      return out;
+    };
+  }
+};
+
+engine::KnownChanges changes(const char* vanished, std::map<uint32_t, std::string> flags = {}) {
+  engine::KnownChanges c;
+  if (*vanished != '\0') c.vanished = UidSet::parse(vanished);
+  c.flags = std::move(flags);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("plan: a message vanished on one side is expunged on the other, its mapping forgotten") {
+  const Mappings maps{{1, 11}, {2, 12}, {3, 13}};
+  std::vector<engine::PlanNote> notes;
+  const auto plan = engine::plan_known_changes({changes("2"), changes("13")}, maps.lookup(), notes);
+  CHECK(plan.expunge[0] == std::vector<uint32_t>{3});
+  CHECK(plan.expunge[1] == std::vector<uint32_t>{12});
+  CHECK(plan.forget == std::vector<uint32_t>{2, 3});
+  CHECK(notes.empty());
+}
+
+TEST_CASE("plan: a pair vanished on both sides is forgotten once, expunged nowhere") {
+  const Mappings maps{{1, 11}, {2, 12}};
+  std::vector<engine::PlanNote> notes;
+  const auto plan = engine::plan_known_changes({changes("2"), changes("12")}, maps.lookup(), notes);
+  CHECK(plan.expunge[0].empty());
+  CHECK(plan.expunge[1].empty());
+  CHECK(plan.forget == std::vector<uint32_t>{2});
+}
+
+TEST_CASE("plan: unmatched vanished and modified UIDs become notes, in order") {
+  const Mappings maps{{1, 11}};
+  std::vector<engine::PlanNote> notes;
+  const auto plan = engine::plan_known_changes({changes("5:6", {{7, "\\Seen"}}), changes("15", {{17, "\\Flagged"}})},
+                                             maps.lookup(), notes);
+  CHECK(plan.empty());
+  REQUIRE(notes.size() == 4);
+  CHECK(notes[0].kind == engine::PlanNote::Kind::VanishedUnmatched);
+  CHECK(notes[0].side == Side::Local);
+  CHECK(notes[0].uids.to_string() == "5:6");
+  CHECK(notes[1].kind == engine::PlanNote::Kind::VanishedUnmatched);
+  CHECK(notes[1].side == Side::Remote);
+  CHECK(notes[2].kind == engine::PlanNote::Kind::ModifiedUnmatched);
+  CHECK(notes[2].uids.to_string() == "7");
+  CHECK(notes[3].kind == engine::PlanNote::Kind::ModifiedUnmatched);
+  CHECK(notes[3].side == Side::Remote);
+}
+
+TEST_CASE("plan: flags go to the other side; both changed: the union on both, a conflict note") {
+  const Mappings maps{{1, 11}, {2, 12}, {3, 13}, {4, 14}};
+  std::vector<engine::PlanNote> notes;
+  const auto plan = engine::plan_known_changes(
+      {changes("", {{1, "\\Seen"}, {3, "\\Flagged"}, {4, "\\Seen"}}),
+       changes("", {{12, "\\Answered"}, {13, "\\Answered"}, {14, "\\Seen"}})},
+      maps.lookup(), notes);
+  CHECK(plan.flags[1].at("\\Seen") == std::vector<uint32_t>{11});
+  CHECK(plan.flags[0].at("\\Answered") == std::vector<uint32_t>{2});
+  CHECK(plan.flags[0].at("\\Answered \\Flagged") == std::vector<uint32_t>{3});
+  CHECK(plan.flags[1].at("\\Answered \\Flagged") == std::vector<uint32_t>{13});
+  CHECK(plan.flags[0].count("\\Seen") == 0);  // 4 and 14 agree: nothing to do
+  CHECK(plan.flags[1].size() == 2);
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].kind == engine::PlanNote::Kind::Conflict);
+  CHECK(notes[0].pair == Mapping{3, 13});
+  CHECK(notes[0].merged == "\\Answered \\Flagged");
+}
+
+TEST_CASE("plan: flags of a message vanished on the other side are not stored") {
+  const Mappings maps{{1, 11}, {2, 12}};
+  std::vector<engine::PlanNote> notes;
+  // Local 1 vanished; remote 11 (its pair) changed flags: no STORE; the
+  // mapping is forgotten first, so the change has no match (the reference's
+  // order and warning).
+  const auto plan = engine::plan_known_changes({changes("1"), changes("", {{11, "\\Seen"}})}, maps.lookup(), notes);
+  CHECK(plan.expunge[1] == std::vector<uint32_t>{11});
+  CHECK(plan.flags[0].empty());
+  CHECK(plan.flags[1].empty());
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].kind == engine::PlanNote::Kind::ModifiedUnmatched);
+  CHECK(notes[0].side == Side::Remote);
+}
