@@ -43,4 +43,10 @@ std::string compact_list(const std::vector<uint32_t>& uids) {
   return out;
 }
 
+UidSet to_set(const std::vector<uint32_t>& uids) {
+  UidSet s;
+  for (uint32_t u : uids) s.insert(u);
+  return s;
+}
+
 }  // namespace interimap::detail::sync

@@ -2,6 +2,8 @@
 // Pure functions, unit-tested (tests/unit/test_sync_units.cpp).
 #pragma once
 
+#include <interimap/mailbox.hpp>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -20,5 +22,7 @@ std::string flag_union(std::string_view a, std::string_view b);
 // The reference's compact_list: runs of consecutive UIDs in the given
 // order ("1:3,7,5"); not sorted, unlike UidSet::to_string().
 std::string compact_list(const std::vector<uint32_t>& uids);
+// The set of a list of UIDs.
+UidSet to_set(const std::vector<uint32_t>& uids);
 
 }  // namespace interimap::detail::sync

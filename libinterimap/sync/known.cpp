@@ -10,12 +10,6 @@ namespace interimap::detail::sync {
 
 namespace {
 
-UidSet to_set(const std::vector<uint32_t>& uids) {
-  UidSet s;
-  for (uint32_t u : uids) s.insert(u);
-  return s;
-}
-
 // UID EXPUNGEs `expunge` and replaces the flags of each list of UIDs, all
 // in one pipelined round trip, and logs what the server did.
 void update_side(Context& ctx, Box& box, Side side, const std::vector<uint32_t>& expunge, const FlagUpdates& updates) {

@@ -15,16 +15,6 @@
 
 namespace interimap::detail::sync {
 
-namespace {
-
-UidSet to_set(const std::vector<uint32_t>& uids) {
-  UidSet s;
-  for (uint32_t u : uids) s.insert(u);
-  return s;
-}
-
-}  // namespace
-
 // After a crash between APPENDs and the commit of their mappings: the
 // unmapped messages of the target at or above its recorded UIDNEXT that
 // have the same body as an unmapped new message of the source are its
