@@ -174,7 +174,7 @@ struct PullSession::Impl {
   bool fresh = false;
   std::optional<std::chrono::steady_clock::time_point> last_purge;
 
-  bool stopping() const { return session.stop_requested(); }
+  bool stopping() const { return session.stop_requested() || (opts.interrupted && opts.interrupted()); }
 
   // "NAME(MAILBOX)", as the log prefix writes it.
   std::string where() const { return fmt::format("{}({})", opts.section, opts.mailbox); }
