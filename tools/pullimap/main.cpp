@@ -132,10 +132,8 @@ int main(int argc, char** argv) {
   std::optional<interimap::StopSignals> stop;
   try {
     // pullimap(1): a relative --config starts from $XDG_CONFIG_HOME/pullimap.
-    std::string file = cl.config.value_or("config");
-    if (file.empty()) throw interimap::ConfigError("--config: empty file name");
-    if (file.front() != '/') file = interimap::xdg_config_home() + "/pullimap/" + file;
-    const interimap::Config config = interimap::Config::load(file);
+    if (cl.config && cl.config->empty()) throw interimap::ConfigError("--config: empty file name");
+    const interimap::Config config = interimap::Config::load(interimap::config_path(kName, cl.config));
     interimap::PullOptions options = interimap::PullOptions::from_config(config, section);
     options.no_delivery = cl.no_delivery;
     if (cl.idle) options.idle = std::chrono::seconds(*cl.idle);
