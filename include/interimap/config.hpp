@@ -70,11 +70,35 @@ class Config {
 // value, unterminated quotes, bad escapes, 8-bit or unexpected characters.
 std::vector<std::string> split_list_mailbox(std::string_view value, std::string_view what = "list-mailbox");
 
+// The option names each program accepts in the sections it reads (the
+// reference's read_config refuses any other, exact case): the connection
+// options of Config::connection() (host, port, proxy, type, STARTTLS,
+// username, password, auth, command, null-stderr, compress, SSL_*), plus
+//   interimap(1): database, logfile, log-prefix, list-reference,
+//                 list-mailbox, list-select-opts, ignore-mailbox;
+//   pullimap(1):  statefile, mailbox, deliver-method, deliver-ehlo,
+//                 deliver-rcpt, purge-after.
+bool is_interimap_option(std::string_view name);
+bool is_pullimap_option(std::string_view name);
+
 // $XDG_CONFIG_HOME (or ~/.config) and $XDG_DATA_HOME (or ~/.local/share);
 // an empty variable counts as unset.  Nothing is created.
 std::string xdg_config_home();
 std::string xdg_data_home();
 // `path` if absolute, else `base`/`path`.
 std::string resolve_path(const std::string& base, const std::string& path);
+
+// Where `program` ("interimap" or "pullimap") keeps a file, as the
+// reference's xdg_basedir(): `path` as is when absolute, creating nothing;
+// else BASE/PROGRAM/path, where BASE (xdg_data_home() for the database and
+// the statefile) must be an existing directory and BASE/PROGRAM is created
+// with mode 0700 when missing.  Throws Error "No such directory: BASE" or
+// "Couldn't create BASE/PROGRAM: REASON".
+std::string xdg_basedir(std::string_view program, const std::string& base, const std::string& path);
+
+// The configuration file of `program`: `file` (--config; default
+// "config") as is when absolute, else under xdg_config_home()/PROGRAM.
+// Nothing is checked or created (Config::load() reports a missing file).
+std::string config_path(std::string_view program, const std::optional<std::string>& file);
 
 }  // namespace interimap

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +49,11 @@ struct PullOptions {
   // when messages arrive; each IDLE lasts at most this long.  nullopt: pull
   // once and return.
   std::optional<std::chrono::seconds> idle;
+  // Polled where request_stop() is (before each delivery, and at least
+  // every half second during IDLE): once it returns true, run() stops as
+  // after request_stop().  For SIGTERM and SIGINT (StopSignals).  Default:
+  // none.
+  std::function<bool()> interrupted;
 
   // The idle period of `--idle[=SECONDS]`: 0 (no value) means 29 minutes.
   static constexpr std::chrono::seconds kDefaultIdle{1740};
@@ -74,14 +80,15 @@ class PullSession {
   // follows pullimap(1)'s CONTROL FLOW: delivers the messages at or above
   // the statefile's UIDNEXT (skipping the UIDs it lists as delivered),
   // marks them \Seen, records the new UIDNEXT, purges; with idle, IDLEs
-  // and does it again as messages arrive, until request_stop().  Returns
-  // normally when done or stopped.  Throws Error (ConfigError,
-  // NetworkError, ProtocolError, CommandError...) with a message naming
-  // what failed and where: a message the server refused names its UID and
-  // the server's reply; it is not recorded as delivered.  Whatever
-  // happens, the statefile stays consistent: a new run delivers every
-  // message not delivered yet, and none twice (except the one in flight
-  // when the process is killed between its delivery and its record).
+  // and does it again as messages arrive, until request_stop() or
+  // PullOptions::interrupted.  Returns normally when done or stopped.
+  // Throws Error (ConfigError, NetworkError, ProtocolError,
+  // CommandError...) with a message naming what failed and where: a
+  // message the server refused names its UID and the server's reply; it is
+  // not recorded as delivered.  Whatever happens, the statefile stays
+  // consistent: a new run delivers every message not delivered yet, and
+  // none twice (except the one in flight when the process is killed
+  // between its delivery and its record).
   void run();
 
   // Asks run() to stop at the next safe point: before the next message

@@ -26,38 +26,10 @@
 #pragma once
 
 #include <interimap/log.hpp>
+#include <interimap/stop_signals.hpp>
 #include <interimap/syncsession.hpp>
 
-#include <memory>
-
 namespace interimap {
-
-// Catches SIGTERM, SIGINT and SIGHUP while alive: the first one is
-// recorded (received()) and makes fd() readable so that a wait ends at
-// once; the work in progress is then finished or abandoned by the caller,
-// who logs out and exits 0.  A second signal abandons everything at once:
-// the default action (termination) is restored and the signal re-raised;
-// the database stays consistent since it only records confirmed work.
-// One instance at a time (std::logic_error otherwise); the destructor
-// restores the previous dispositions.
-class StopSignals {
- public:
-  StopSignals();
-  ~StopSignals();
-  StopSignals(const StopSignals&) = delete;
-  StopSignals& operator=(const StopSignals&) = delete;
-
-  // The first signal received (SIGTERM, SIGINT or SIGHUP), 0 if none yet.
-  int received() const noexcept;
-  // A descriptor that becomes readable when a signal arrived (for poll(2)).
-  int fd() const noexcept;
-  // "SIGTERM", "SIGINT", "SIGHUP" (or "signal N").
-  static const char* name(int signal) noexcept;
-
- private:
-  struct State;
-  std::unique_ptr<State> state_;
-};
 
 struct WatchOptions {
   // --watch=SECONDS: seconds between the end of a pass and the next one

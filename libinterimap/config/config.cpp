@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -171,6 +172,22 @@ int protocol_rank(std::string_view v) {
 [[noreturn]] void list_mailbox_error(std::string_view value, std::string_view what, size_t pos,
                                      std::string_view reason) {
   throw ConfigError(fmt::format("Invalid value for {}: {} ({} at offset {})", what, value, reason, pos));
+}
+
+// The options of every IMAP connection (Net::IMAP::InterIMAP's, read by
+// Config::connection()), then each program's own.
+constexpr std::string_view kConnectionOptions[] = {
+    "host", "port", "proxy", "type", "STARTTLS", "username", "password", "auth", "command", "null-stderr",
+    "compress", "SSL_protocols", "SSL_protocol_min", "SSL_protocol_max", "SSL_fingerprint", "SSL_cipherlist",
+    "SSL_ciphersuites", "SSL_hostname", "SSL_verify", "SSL_CApath", "SSL_CAfile"};
+constexpr std::string_view kInterimapOptions[] = {"database",     "logfile",          "log-prefix",    "list-reference",
+                                                  "list-mailbox", "list-select-opts", "ignore-mailbox"};
+constexpr std::string_view kPullimapOptions[] = {"statefile",    "mailbox",      "deliver-method",
+                                                 "deliver-ehlo", "deliver-rcpt", "purge-after"};
+
+template <size_t N>
+bool listed(const std::string_view (&names)[N], std::string_view name) {
+  return std::find(std::begin(names), std::end(names), name) != std::end(names);
 }
 
 std::string home_dir() {
@@ -595,6 +612,14 @@ std::vector<std::string> split_list_mailbox(std::string_view value, std::string_
   return out;
 }
 
+bool is_interimap_option(std::string_view name) {
+  return listed(kConnectionOptions, name) || listed(kInterimapOptions, name);
+}
+
+bool is_pullimap_option(std::string_view name) {
+  return listed(kConnectionOptions, name) || listed(kPullimapOptions, name);
+}
+
 std::string xdg_config_home() { return xdg_dir("XDG_CONFIG_HOME", ".config"); }
 
 std::string xdg_data_home() { return xdg_dir("XDG_DATA_HOME", ".local/share"); }
@@ -607,6 +632,23 @@ std::string resolve_path(const std::string& base, const std::string& path) {
     return base + path;
   }
   return base + "/" + path;
+}
+
+std::string xdg_basedir(std::string_view program, const std::string& base, const std::string& path) {
+  if (!path.empty() && path.front() == '/') return path;
+  // The reference dies unless the base is a directory; it creates the
+  // program's subdirectory, private, when missing.
+  struct stat st {};
+  if (base.empty() || ::stat(base.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error(fmt::format("No such directory: {}", base));
+  const std::string dir = fmt::format("{}/{}", base, program);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    throw Error(fmt::format("Couldn't create {}: {}", dir, std::strerror(errno)));
+  return dir + "/" + path;
+}
+
+std::string config_path(std::string_view program, const std::optional<std::string>& file) {
+  return resolve_path(fmt::format("{}/{}", xdg_config_home(), program), file.value_or("config"));
 }
 
 }  // namespace interimap

@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <charconv>
 #include <limits>
 #include <set>
@@ -33,16 +32,6 @@ constexpr uint32_t kMaxUid = std::numeric_limits<uint32_t>::max();
 constexpr std::chrono::hours kPurgeInterval{12};
 // A bound on purge-after that keeps the SEARCH date after year 1.
 constexpr uint64_t kMaxPurgeDays = 365000;
-
-// The options of pullimap(1)'s configuration file: those of every IMAP
-// connection (Net::IMAP::InterIMAP's) and pullimap's own.  The reference
-// refuses any other ("Invalid option"), in the default section too.
-constexpr std::array<std::string_view, 27> kKnownOptions = {
-    "host", "port", "proxy", "type", "STARTTLS", "username", "password", "auth", "command", "null-stderr",
-    "compress", "SSL_protocols", "SSL_protocol_min", "SSL_protocol_max", "SSL_fingerprint", "SSL_cipherlist",
-    "SSL_ciphersuites", "SSL_hostname", "SSL_verify", "SSL_CApath", "SSL_CAfile",
-    // pullimap's
-    "statefile", "mailbox", "deliver-method", "deliver-ehlo", "deliver-rcpt", "purge-after"};
 
 bool has_control(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](char c) {
@@ -87,7 +76,7 @@ PullOptions PullOptions::from_config(const Config& config, std::string_view sect
   if (!config.has_section(section))
     throw ConfigError(fmt::format("{}: No such section {}", config.origin(), section));
   for (const auto& option : config.options(section))
-    if (std::find(kKnownOptions.begin(), kKnownOptions.end(), option) == kKnownOptions.end())
+    if (!is_pullimap_option(option))
       config.fail(section, option, "Invalid option (not a pullimap option)");
 
   PullOptions o;
@@ -174,7 +163,7 @@ struct PullSession::Impl {
   bool fresh = false;
   std::optional<std::chrono::steady_clock::time_point> last_purge;
 
-  bool stopping() const { return session.stop_requested(); }
+  bool stopping() const { return session.stop_requested() || (opts.interrupted && opts.interrupted()); }
 
   // "NAME(MAILBOX)", as the log prefix writes it.
   std::string where() const { return fmt::format("{}({})", opts.section, opts.mailbox); }

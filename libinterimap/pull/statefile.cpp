@@ -1,5 +1,7 @@
 #include "pull/statefile.hpp"
 
+#include <interimap/config.hpp>
+
 #include <fmt/format.h>
 
 #include <fcntl.h>
@@ -55,17 +57,12 @@ int lock_whole_file(int fd) {
 
 std::string statefile_path(const std::optional<std::string>& statefile, std::string_view section,
                            const std::string& data_home) {
-  std::string name = statefile ? *statefile : std::string(section);
-  if (!name.empty() && name.front() == '/') return name;
-  // As the reference's xdg_basedir(): the base must exist; its pullimap
-  // subdirectory is created private when missing.
-  struct stat st {};
-  if (data_home.empty() || ::stat(data_home.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw StatefileError(fmt::format("No such directory: {}", data_home));
-  std::string dir = data_home + "/pullimap";
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    throw StatefileError(fmt::format("Couldn't create {}: {}", dir, std::strerror(errno)));
-  return dir + "/" + name;
+  const std::string name = statefile ? *statefile : std::string(section);
+  try {
+    return xdg_basedir("pullimap", data_home, name);
+  } catch (const Error& e) {
+    throw StatefileError(e.what());
+  }
 }
 
 Statefile::Statefile(std::string path, bool create) : path_(std::move(path)) {

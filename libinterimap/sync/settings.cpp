@@ -7,22 +7,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <set>
+#include <array>
 
 namespace interimap {
 
 namespace {
 
 using detail::has_control;
-
-// The options the reference's read_config accepts in the default, [local]
-// and [remote] sections (any other is "Invalid option NAME").
-const std::set<std::string, std::less<>> kKnownOptions = {
-    "host", "port", "proxy", "type", "STARTTLS", "username", "password", "auth", "command", "null-stderr",
-    "compress", "SSL_protocols", "SSL_protocol_min", "SSL_protocol_max", "SSL_fingerprint", "SSL_cipherlist",
-    "SSL_ciphersuites", "SSL_hostname", "SSL_verify", "SSL_CApath", "SSL_CAfile",
-    // interimap's own
-    "database", "logfile", "log-prefix", "list-reference", "list-mailbox", "list-select-opts", "ignore-mailbox"};
 
 constexpr std::array<const char*, 3> kSections = {"", "local", "remote"};
 
@@ -75,7 +66,7 @@ SyncSettings SyncSettings::from_config(const Config& config) {
     if (*section != '\0' && !config.has_section(section))
       throw ConfigError(fmt::format("No such section {}", section));
     for (const auto& name : config.options(section))
-      if (kKnownOptions.count(name) == 0) throw ConfigError(fmt::format("Invalid option {}", name));
+      if (!is_interimap_option(name)) throw ConfigError(fmt::format("Invalid option {}", name));
   }
   check_values(config);
 

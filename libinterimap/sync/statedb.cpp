@@ -1,5 +1,7 @@
 #include <interimap/statedb.hpp>
 
+#include <interimap/config.hpp>
+
 #include "sync/sqlite.hpp"
 
 #include <fmt/format.h>
@@ -325,18 +327,12 @@ void create_database_file(const std::string& path) {
 
 std::string StateDB::default_path(const std::optional<std::string>& database, std::string_view remote_host,
                                   const std::string& data_home) {
-  std::string name = database ? *database : fmt::format("{}.db", remote_host);
-  if (!name.empty() && name.front() == '/') return name;
-
-  // As the reference's xdg_basedir: the base must exist, its interimap
-  // subdirectory is created private (0700) when missing.
-  struct stat st {};
-  if (data_home.empty() || ::stat(data_home.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw StateError(fmt::format("No such directory: {}", data_home));
-  std::string dir = data_home + "/interimap";
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    throw StateError(fmt::format("Couldn't create {}: {}", dir, std::strerror(errno)));
-  return dir + "/" + name;
+  const std::string name = database ? *database : fmt::format("{}.db", remote_host);
+  try {
+    return xdg_basedir("interimap", data_home, name);
+  } catch (const Error& e) {
+    throw StateError(e.what());
+  }
 }
 
 StateDB::StateDB(std::string path, const StateOptions& options) : impl_(std::make_unique<Impl>()) {

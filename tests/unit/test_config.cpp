@@ -6,11 +6,13 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 using interimap::Config;
@@ -481,5 +483,174 @@ TEST_CASE("XDG directories and resolve_path") {
   for (const auto& k : cases) {
     CAPTURE(k.path);
     CHECK(interimap::resolve_path(k.base, k.path) == k.expected);
+  }
+}
+
+TEST_CASE("option names: interimap's and pullimap's") {
+  struct Case {
+    const char* name;
+    bool interimap;
+    bool pullimap;
+  };
+  const Case cases[] = {
+      // The connection options: both.
+      {"host", true, true},
+      {"port", true, true},
+      {"proxy", true, true},
+      {"type", true, true},
+      {"STARTTLS", true, true},
+      {"username", true, true},
+      {"password", true, true},
+      {"auth", true, true},
+      {"command", true, true},
+      {"null-stderr", true, true},
+      {"compress", true, true},
+      {"SSL_protocols", true, true},
+      {"SSL_protocol_min", true, true},
+      {"SSL_protocol_max", true, true},
+      {"SSL_fingerprint", true, true},
+      {"SSL_cipherlist", true, true},
+      {"SSL_ciphersuites", true, true},
+      {"SSL_hostname", true, true},
+      {"SSL_verify", true, true},
+      {"SSL_CApath", true, true},
+      {"SSL_CAfile", true, true},
+      // interimap's own.
+      {"database", true, false},
+      {"logfile", true, false},
+      {"log-prefix", true, false},
+      {"list-reference", true, false},
+      {"list-mailbox", true, false},
+      {"list-select-opts", true, false},
+      {"ignore-mailbox", true, false},
+      // pullimap's own.
+      {"statefile", false, true},
+      {"mailbox", false, true},
+      {"deliver-method", false, true},
+      {"deliver-ehlo", false, true},
+      {"deliver-rcpt", false, true},
+      {"purge-after", false, true},
+      // Neither: exact names only, as the reference.
+      {"", false, false},
+      {"Host", false, false},
+      {"starttls", false, false},
+      {"ssl_verify", false, false},
+      {"SSL_protocol", false, false},
+      {"database ", false, false},
+      {"list_mailbox", false, false},
+      {"deliver", false, false},
+      {"idle", false, false},
+  };
+  for (const auto& k : cases) {
+    CAPTURE(k.name);
+    CHECK(interimap::is_interimap_option(k.name) == k.interimap);
+    CHECK(interimap::is_pullimap_option(k.name) == k.pullimap);
+  }
+}
+
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "config-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// The message of the interimap::Error that `fn` throws, or "" if none.
+template <typename Fn>
+std::string error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const interimap::Error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+mode_t current_umask() {
+  const mode_t m = ::umask(0);
+  ::umask(m);
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("xdg_basedir: the reference's xdg_basedir") {
+  TempDir dir;
+  const std::string base = dir.str();
+
+  SUBCASE("an absolute path: as is, nothing checked nor created") {
+    CHECK(interimap::xdg_basedir("interimap", base, "/var/x.db") == "/var/x.db");
+    CHECK(interimap::xdg_basedir("pullimap", base + "/missing", "/var/tmp/state") == "/var/tmp/state");
+    CHECK(interimap::xdg_basedir("pullimap", "", "/s") == "/s");
+    CHECK_FALSE(std::filesystem::exists(base + "/interimap"));
+    CHECK_FALSE(std::filesystem::exists(base + "/pullimap"));
+  }
+  SUBCASE("a relative path: under BASE/PROGRAM, created private when missing") {
+    CHECK(interimap::xdg_basedir("interimap", base, "host.db") == base + "/interimap/host.db");
+    struct stat st {};
+    REQUIRE(::stat((base + "/interimap").c_str(), &st) == 0);
+    CHECK(S_ISDIR(st.st_mode));
+    CHECK((st.st_mode & 07777) == (0700 & ~current_umask()));
+    // Again: the directory exists, fine.
+    CHECK(interimap::xdg_basedir("interimap", base, "sub/x.db") == base + "/interimap/sub/x.db");
+    CHECK(interimap::xdg_basedir("pullimap", base, "acct") == base + "/pullimap/acct");
+    CHECK(std::filesystem::is_directory(base + "/pullimap"));
+  }
+  SUBCASE("BASE must exist and be a directory; it is not created") {
+    CHECK(error_of([&] { interimap::xdg_basedir("interimap", base + "/missing", "h.db"); }) ==
+          "No such directory: " + base + "/missing");
+    CHECK_FALSE(std::filesystem::exists(base + "/missing"));
+    std::ofstream(base + "/file") << "x";
+    CHECK(error_of([&] { interimap::xdg_basedir("pullimap", base + "/file", "acct"); }) ==
+          "No such directory: " + base + "/file");
+    CHECK(error_of([&] { interimap::xdg_basedir("pullimap", "", "acct"); }) == "No such directory: ");
+  }
+  SUBCASE("BASE/PROGRAM: EEXIST is fine, another failure an error") {
+    std::ofstream(base + "/pullimap") << "a file in the way";
+    const std::string what = error_of([&] { interimap::xdg_basedir("pullimap", base, "acct"); });
+    // mkdir(2) says EEXIST, which the reference (and we) take for an
+    // existing directory: the path is returned and the open fails later.
+    CHECK(what.empty());
+    if (::geteuid() != 0) {  // root writes anywhere
+      const std::string ro = base + "/ro";
+      REQUIRE(::mkdir(ro.c_str(), 0500) == 0);
+      CHECK(error_of([&] { interimap::xdg_basedir("interimap", ro, "h.db"); }) ==
+            "Couldn't create " + ro + "/interimap: Permission denied");
+    }
+  }
+}
+
+TEST_CASE("config_path: --config under $XDG_CONFIG_HOME/PROGRAM") {
+  const char* old_config = std::getenv("XDG_CONFIG_HOME");
+  const std::string saved_config = old_config ? old_config : "";
+  setenv("XDG_CONFIG_HOME", "/xdg/config", 1);
+
+  CHECK(interimap::config_path("interimap", std::nullopt) == "/xdg/config/interimap/config");
+  CHECK(interimap::config_path("pullimap", std::nullopt) == "/xdg/config/pullimap/config");
+  CHECK(interimap::config_path("interimap", std::string("work.conf")) == "/xdg/config/interimap/work.conf");
+  CHECK(interimap::config_path("pullimap", std::string("sub/p.conf")) == "/xdg/config/pullimap/sub/p.conf");
+  CHECK(interimap::config_path("interimap", std::string("/etc/interimap.conf")) == "/etc/interimap.conf");
+  // An empty --config names the directory (interimap then reports "No such
+  // config file"; pullimap refuses it before).
+  CHECK(interimap::config_path("interimap", std::string()) == "/xdg/config/interimap/");
+
+  if (old_config) {
+    setenv("XDG_CONFIG_HOME", saved_config.c_str(), 1);
+  } else {
+    unsetenv("XDG_CONFIG_HOME");
   }
 }

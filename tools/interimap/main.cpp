@@ -185,9 +185,7 @@ int main(int argc, char** argv) {
   interimap::SyncTargets sync_targets;
   interimap::Logger logger;
   try {
-    const std::string path =
-        interimap::resolve_path(interimap::xdg_config_home() + "/interimap", config_file.value_or("config"));
-    const interimap::Config config = interimap::Config::load(path);
+    const interimap::Config config = interimap::Config::load(interimap::config_path(kName, config_file));
     // Checked after the configuration is read, as the reference does.
     if (!targets.empty()) {
       sync_targets = {false, false, false};

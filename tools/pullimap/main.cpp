@@ -7,6 +7,7 @@
 #include <interimap/error.hpp>
 #include <interimap/log.hpp>
 #include <interimap/pullsession.hpp>
+#include <interimap/stop_signals.hpp>
 
 #include "interimap_config.h"
 
@@ -116,26 +117,6 @@ CommandLine parse(int argc, char** argv) {
   return cl;
 }
 
-interimap::PullSession* g_session = nullptr;
-volatile sig_atomic_t g_signal = 0;
-
-extern "C" void on_signal(int sig) {
-  g_signal = sig;
-  if (g_session != nullptr) g_session->request_stop();
-}
-
-void install_signal_handlers() {
-  // The first SIGTERM or SIGINT stops at the next safe point (the
-  // statefile is consistent at every step anyway); SA_RESETHAND puts the
-  // default back, so a second one ends the process at once.
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART | SA_RESETHAND;
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -146,28 +127,26 @@ int main(int argc, char** argv) {
   interimap::Logger logger;
   logger.set_quiet(cl.quiet);
   logger.set_debug(cl.debug);
+  // SIGTERM and SIGINT, caught from just before the run until the process
+  // exits, an error report included.
+  std::optional<interimap::StopSignals> stop;
   try {
     // pullimap(1): a relative --config starts from $XDG_CONFIG_HOME/pullimap.
-    std::string file = cl.config.value_or("config");
-    if (file.empty()) throw interimap::ConfigError("--config: empty file name");
-    if (file.front() != '/') file = interimap::xdg_config_home() + "/pullimap/" + file;
-    const interimap::Config config = interimap::Config::load(file);
+    if (cl.config && cl.config->empty()) throw interimap::ConfigError("--config: empty file name");
+    const interimap::Config config = interimap::Config::load(interimap::config_path(kName, cl.config));
     interimap::PullOptions options = interimap::PullOptions::from_config(config, section);
     options.no_delivery = cl.no_delivery;
     if (cl.idle) options.idle = std::chrono::seconds(*cl.idle);
 
+    // The first SIGTERM or SIGINT stops at the next safe point (the
+    // statefile is consistent at every step anyway); a second one ends the
+    // process at once.  SIGHUP keeps its default action.
+    stop.emplace({SIGTERM, SIGINT});
+    options.interrupted = [&stop] { return stop->received() != 0; };
     interimap::PullSession session(std::move(options), logger);
-    // The handler reaches the session only while it exists.
-    struct Registration {
-      explicit Registration(interimap::PullSession& s) { g_session = &s; }
-      ~Registration() { g_session = nullptr; }
-      Registration(const Registration&) = delete;
-      Registration& operator=(const Registration&) = delete;
-    } registration(session);
-    install_signal_handlers();
     session.run();
     // As interimap(1): SIGTERM is a normal end, SIGINT an interruption.
-    return g_signal == SIGINT ? 1 : 0;
+    return stop->received() == SIGINT ? 1 : 0;
   } catch (const std::exception& e) {
     logger.log(interimap::LogLevel::Error, kName, {}, e.what());
     return 1;
