@@ -11,10 +11,10 @@ import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
-import pullimap_helpers as p  # noqa: E402
-from pullimap_helpers import message  # noqa: E402
+import pulllib as p  # noqa: E402
+from pulllib import message  # noqa: E402
 
 p.require_pullimap()
 

@@ -33,13 +33,13 @@ import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
 import synclib as s  # noqa: E402
 
 T = None
 SEED = int(os.environ.get("SYNC_SEED") or random.randrange(1 << 30))
-RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cutrelay.py")
+RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", "cutrelay.py")
 
 
 def setUpModule():

@@ -543,7 +543,7 @@ class TunnelStore(ImapInspector):
         self.log_path = os.path.join(self.root, "imap.log")
         self.separator = separator
         self.user = service_user()
-        conf = (f"# TunnelStore {name}: written by tests/integration/harness.py\n"
+        conf = (f"# TunnelStore {name}: written by tests/integration/lib/harness.py\n"
                 "ssl = no\n"
                 f"base_dir = {self.root}/run\n"
                 f"state_dir = {self.root}/state\n"
@@ -691,7 +691,7 @@ class DovecotDaemon(ImapInspector):
     def _config(self):
         acct = self.account
         lines = [
-            f"# DovecotDaemon {self.name}: written by tests/integration/harness.py",
+            f"# DovecotDaemon {self.name}: written by tests/integration/lib/harness.py",
             "protocols = imap" + (" lmtp" if self.lmtp else ""),
             "listen = 127.0.0.1",
             f"base_dir = {self.root}/run",
