@@ -22,15 +22,11 @@ def setUpModule():
     T = h.TestDir("iit-sync-compat-")
 
 
-def msgs(tag, n, flags=()):
-    return [(s.message(tag, i), list(flags)) for i in range(n)]
-
-
 class Compat(unittest.TestCase):
     def handover(self, first, second, label):
         p = s.Pair(T, label, local_sep="/", remote_sep=".")
-        e = s.merge(p.seed("local", {"INBOX": msgs("li", 30, ["\\Seen"]), "Box\0kid": msgs("lk", 5)}),
-                    p.seed("remote", {"R": msgs("rr", 20, ["$Label"])}))
+        e = s.merge(p.seed("local", {"INBOX": s.msgs("li", 30, ["\\Seen"]), "Box\0kid": s.msgs("lk", 5)}),
+                    p.seed("remote", {"R": s.msgs("rr", 20, ["$Label"])}))
         with s.Seeder(p.local) as sd:
             sd.subscribe("Box/kid")
         p.sync(binary=first)

@@ -25,6 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -526,6 +527,23 @@ def message(tag, i=0, size=None, body=None):
     return h.make_message(subject=f"{tag} {i}", body=body or f"Message {tag} number {i}.\r\n", size=size)
 
 
+def msgs(tag, n, flags=(), size=None):
+    """[(message(tag, i), [flags])] for i < n, as Pair.seed takes them;
+    flags and size may be functions of i."""
+    return [(message(tag, i, size=size(i) if callable(size) else size),
+             list(flags(i) if callable(flags) else flags)) for i in range(n)]
+
+
+def selectable(store):
+    """The set of a store's selectable mailbox names (LIST through imaplib)."""
+    return {n for n, _, fl in store.mailboxes() if "\\noselect" not in {f.lower() for f in fl}}
+
+
+def db_names(pair):
+    """The set of mailbox names in a pair's database (NUL as delimiter)."""
+    return {n for n, _ in read_db(pair.db)["mailboxes"].values()}
+
+
 def merge(*expects):
     """Sums {db name: Counter} dicts."""
     out = {}
@@ -533,6 +551,37 @@ def merge(*expects):
         for k, v in e.items():
             out[k] = out.get(k, collections.Counter()) + v
     return out
+
+
+# ---------------------------------------------------------------------------
+# Seeded pairs whose state must not change (test_sync_errors.py,
+# test_sync_commands.py)
+
+class SeededCase(unittest.TestCase):
+    """A TestCase whose synced() gives a Pair, named after the test, after
+    a first copy of INBOX, Box (\\Seen), Par and Par/kid (local) and Other
+    (remote).  The script's setUpModule sets SeededCase.tdir."""
+
+    tdir = None
+
+    def synced(self, **kw):
+        p = Pair(self.tdir, self._testMethodName.replace("test_", ""), **kw)
+        e = merge(p.seed("local", {"INBOX": msgs("in", 3), "Box": msgs("box", 3, ["\\Seen"]),
+                                   "Par": msgs("par", 1), "Par\0kid": msgs("kid", 2)}),
+                  p.seed("remote", {"Other": msgs("other", 2)}))
+        p.sync()
+        p.check(expect=e)
+        return p, e
+
+    def state(self, p):
+        """(local snapshot, remote snapshot, database)."""
+        return snapshot(p.local), snapshot(p.remote), read_db(p.db)
+
+    def assert_unchanged(self, p, before):
+        after = self.state(p)
+        self.assertEqual(before[0], after[0], "local store changed")
+        self.assertEqual(before[1], after[1], "remote store changed")
+        self.assertEqual(before[2], after[2], "database changed")
 
 
 def main(globals_):
