@@ -87,11 +87,11 @@ class Basic(unittest.TestCase):
     def test_flags_either_side(self):
         p, e = self.synced_pair()
         old = by_sha(s.snapshot(p.local)["INBOX"])
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             lu = sd.uids("INBOX")
             sd.flag("INBOX", lu[:3], "+FLAGS", ["\\Flagged", "$Work"])
             sd.flag("INBOX", lu[1:2], "-FLAGS", ["\\Seen"])
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             ru = sd.uids("INBOX")
             sd.flag("INBOX", ru[0:3], "+FLAGS", ["\\Answered"])
             sd.flag("INBOX", ru[3:5], "-FLAGS", ["\\Seen"])
@@ -112,9 +112,9 @@ class Basic(unittest.TestCase):
         _, _, db = p.check()
         idx = {n: i for i, (n, _) in db["mailboxes"].items()}["INBOX"]
         lu, ru = sorted(db["mapping"][idx])[0]
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             sd.flag("INBOX", [lu], "FLAGS", ["\\Seen", "\\Flagged", "$Local"])
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             sd.flag("INBOX", [ru], "FLAGS", ["\\Answered", "$Remote"])
         p.sync()
         l, r, _ = p.check()
@@ -127,12 +127,12 @@ class Basic(unittest.TestCase):
         p.seed("local", {"Box": s.msgs("box", 6)})
         p.sync()
         p.check()
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             lu = sd.uids("INBOX")
             sd.expunge("INBOX", lu[:2])
             bu = sd.uids("Box")
             sd.expunge("Box", bu[-1:])
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             ru = sd.uids("INBOX")
             sd.expunge("INBOX", ru[-3:])
             bu = sd.uids("Box")
@@ -184,20 +184,20 @@ class Basic(unittest.TestCase):
     def test_subscriptions(self):
         p = self.pair()
         p.seed("local", {"L1": s.msgs("l1", 1), "L2": s.msgs("l2", 1), "Shared": s.msgs("sh", 1)})
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             sd.subscribe("L1")
             sd.subscribe("Shared")
         p.seed("remote", {"R1": s.msgs("r1", 1)})
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             sd.subscribe("R1")
         p.sync()
         p.check()
         self.assertEqual(s.subscribed(p.remote), {"L1", "Shared", "R1"})
         # subscribe on one side, unsubscribe on the other
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             sd.subscribe("L2")
             sd.subscribe("Shared", on=False)
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             sd.subscribe("R1", on=False)
         p.sync()
         p.check()
@@ -217,7 +217,7 @@ class Basic(unittest.TestCase):
         self.assertTrue({"a/b", "a/b/c", "x/y"} <= lnames, lnames)
         self.assertTrue({"a.b", "a.b.c", "x.y"} <= rnames, rnames)
         # changes flow both ways through the translation
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             sd.flag("a.b.c", sd.uids("a.b.c"), "+FLAGS", ["\\Flagged"])
             sd.create("x.y.new")
             sd.append("x.y.new", s.message("new"))

@@ -65,7 +65,7 @@ class Commands(s.SeededCase):
         for side in ("local", "remote"):
             with self.subTest(dest_exists_on=side):
                 p, e = self.synced()
-                with s.Seeder(p.local if side == "local" else p.remote) as sd:
+                with h.Imap(p.local if side == "local" else p.remote) as sd:
                     sd.create("Taken")
                 before = self.state(p)
                 s.assert_fails(p.run("--rename", "Box", "Taken"), "Taken")

@@ -27,18 +27,18 @@ class Compat(unittest.TestCase):
         p = s.Pair(T, label, local_sep="/", remote_sep=".")
         e = s.merge(p.seed("local", {"INBOX": s.msgs("li", 30, ["\\Seen"]), "Box\0kid": s.msgs("lk", 5)}),
                     p.seed("remote", {"R": s.msgs("rr", 20, ["$Label"])}))
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             sd.subscribe("Box/kid")
         p.sync(binary=first)
         p.check(expect=e)
         # changes on both sides
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             u = sd.uids("INBOX")
             sd.flag("INBOX", u[:5], "+FLAGS", ["\\Flagged"])
             sd.expunge("INBOX", u[5:8])
             sd.create("New/deep")
             sd.append("New/deep", s.message("nd"))
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             u = sd.uids("R")
             sd.flag("R", u[:4], "-FLAGS", ["$Label"])
             sd.expunge("R", u[-2:])

@@ -29,7 +29,7 @@ class Errors(s.SeededCase):
             with self.subTest(side=side):
                 p, e = self.synced()
                 store = p.local if side == "local" else p.remote
-                with s.Seeder(store) as sd:  # same name, new UIDVALIDITY
+                with h.Imap(store) as sd:  # same name, new UIDVALIDITY
                     sd.delete("Box")
                     sd.create("Box")
                     sd.append("Box", s.message("new box"))
@@ -43,7 +43,7 @@ class Errors(s.SeededCase):
             with self.subTest(side=side):
                 p, e = self.synced()
                 store = p.local if side == "local" else p.remote
-                with s.Seeder(store) as sd:
+                with h.Imap(store) as sd:
                     sd.delete("Box")
                 before = self.state(p)
                 r = p.run()
@@ -61,7 +61,7 @@ class Errors(s.SeededCase):
         r = p.run(timeout=20)
         self.assertIsNone(first.poll(), "the first run ended too early for this test")
         s.assert_fails(r, "lock|in use|busy|already")
-        self.assertLess(r.elapsed, 3.5, "the second run should fail at once, not wait")
+        self.assertLess(r.seconds, 3.5, "the second run should fail at once, not wait")
         err = first.communicate(timeout=60)[1].decode("utf-8", "replace")
         self.assertEqual(first.returncode, 0, err)
         p.check(expect=e2)
@@ -76,7 +76,7 @@ class Errors(s.SeededCase):
         st = p.local.status("INBOX")
         # 2. a remote flag change the database believes was already synchronized
         lu, ru = sorted(db["mapping"][box])[0]
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             sd.flag("Box", [ru], "+FLAGS", ["\\Flagged"])
         rst = p.remote.status("Box")
         s.db_execute(p.db,

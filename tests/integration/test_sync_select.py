@@ -38,7 +38,7 @@ class Select(unittest.TestCase):
                                  create=True),
                       perso.seed("local", {"Local": s.msgs("p-local", 1)}))
         e_w = work.seed("remote", {"INBOX": s.msgs("w-inbox", 3), "Projects\0x\0y": s.msgs("w-xy", 2)})
-        with s.Seeder(local) as sd:  # outside both references: never synchronized
+        with h.Imap(local) as sd:  # outside both references: never synchronized
             sd.append("INBOX", s.message("local-own"))
             sd.create("Other")
         perso.sync()
@@ -76,7 +76,7 @@ class Select(unittest.TestCase):
     def test_subscribed_only(self):
         p = self.pair(default={"list-select-opts": "SUBSCRIBED"})
         e = p.seed("remote", {"Sub": s.msgs("sub", 2), "Unsub": s.msgs("unsub", 2), "Sub\0Kid": s.msgs("kid", 1)})
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             sd.subscribe("Sub")
             sd.subscribe("Sub/Kid")
         p.sync()

@@ -52,14 +52,14 @@ def incremental_changes(p):
     contents (that side's)."""
     seed_first_copy(p, 200)
     p.sync()
-    with s.Seeder(p.local) as sd:
+    with h.Imap(p.local) as sd:
         u = sd.uids("INBOX")
         sd.flag("INBOX", u[:40], "+FLAGS", ["\\Flagged", "$Crash"])
         sd.flag("INBOX", u[40:60], "-FLAGS", ["\\Seen"])
         sd.expunge("INBOX", u[60:75])
         for i in range(60):
             sd.append("INBOX", s.message("li-new", i), ["\\Seen"] if i % 2 else [])
-    with s.Seeder(p.remote) as sd:
+    with h.Imap(p.remote) as sd:
         u = sd.uids("R")
         sd.expunge("R", u[::4])
         sd.flag("R", u[1::4], "+FLAGS", ["\\Seen"])
@@ -76,14 +76,14 @@ def wait_tunnels_gone(pgid, timeout=20):
     executing) are gone, as when systemd restarts a unit: the rerun must
     not race a server still executing the killed run's last APPEND (no
     client can tell such an APPEND from one that never happened)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def gone():
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"the killed run's tunnels (process group {pgid}) are still running after {timeout}s")
+            return True
+        return False
+
+    h.wait_until(f"the killed run's tunnels (process group {pgid}) gone", gone, timeout, interval=0.01)
 
 
 def run_killed(p, delay):
@@ -146,13 +146,12 @@ class CrashCase(unittest.TestCase):
     """The script's setUpModule calls CrashCase.setup(prefix): a TestDir."""
 
     tdir = None
+    durations = {}  # kind -> seconds of an uninterrupted run (calibrate)
 
     @classmethod
     def setup(cls, prefix):
         CrashCase.tdir = h.TestDir(prefix)
         s.log(f"SYNC_SEED={SEED}")
-
-    durations = {}
 
     def pair(self, **kw):
         return s.Pair(self.tdir, self._testMethodName.replace("test_", ""), **kw)
@@ -164,8 +163,8 @@ class CrashCase(unittest.TestCase):
             p = s.Pair(self.tdir, f"calibrate-{kind}")
             prepare(p)
             r = p.sync()
-            self.durations[kind] = r.elapsed
-            s.log(f"an uninterrupted {kind} run takes {r.elapsed:.2f}s")
+            self.durations[kind] = r.seconds
+            s.log(f"an uninterrupted {kind} run takes {r.seconds:.2f}s")
         return self.durations[kind]
 
     def kill_loop(self, p, rng, label, span, max_kills=6):

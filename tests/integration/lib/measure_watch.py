@@ -36,7 +36,7 @@ MAILBOXES = 20
 
 def make_pair(t, name):
     pair = s.Pair(t, name, remote_opts={"compress": "NO"})
-    with s.Seeder(pair.local) as sl:
+    with h.Imap(pair.local) as sl:
         for i in range(MAILBOXES - 1):
             sl.create(f"box{i:02d}")
         for i in range(MAILBOXES - 1):
