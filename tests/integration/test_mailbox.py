@@ -19,14 +19,12 @@ stores reached as pre-authenticated tunnels, through $MAILBOX_PROBE
 Server-side facts are checked with imaplib, independently of our code."""
 
 import datetime
-import imaplib
 import os
 import re
-import subprocess
 import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
 
 h.require("dovecot-imap", "doveconf")
@@ -58,7 +56,9 @@ def setUpModule():
     REDUCED = h.TunnelStore(T, "reduced", extra_conf=FAST + REDUCED_CAPS)
 
 
-class Result(h.ProbeResult):
+class Result(h.Result):
+    """mailbox-probe's Result, with its output parsed."""
+
     def rows(self, kind):
         """The tab-separated fields after KIND of each KIND line."""
         return [line.split("\t")[1:] for line in self.lines if line.split("\t")[0] == kind]
@@ -93,12 +93,7 @@ def probe(target, mailbox, *steps, debug=None, ok=True, timeout=240, env=None):
         if i:
             argv.append(";")
         argv += [str(a) for a in step]
-    try:
-        r = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
-        res = Result(argv, r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace"))
-    except subprocess.TimeoutExpired as e:
-        res = Result(argv, "TIMEOUT", (e.stdout or b"").decode("utf-8", "replace"),
-                     (e.stderr or b"").decode("utf-8", "replace"))
+    res = h.run(argv, timeout=timeout, env=env, cls=Result)
     if re.search(r"ERROR: (Address|Leak)Sanitizer|runtime error:", res.err):
         raise AssertionError("sanitizer report\n" + res.describe())
     if ok and res.rc != 0:

@@ -15,10 +15,10 @@ import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
-import pullimap_helpers as p  # noqa: E402
-from pullimap_helpers import message  # noqa: E402
+import pulllib as p  # noqa: E402
+from pulllib import message  # noqa: E402
 
 p.require_pullimap()
 
@@ -103,7 +103,7 @@ class Delivery(unittest.TestCase):
         self.assertEqual(e.state(), [status["UIDVALIDITY"], 127])
 
     def test_smtp_server(self):
-        if not p.have_smtpd():
+        if not h.have_smtpd():
             self.skipTest("no smtpd module (Python >= 3.12)")
         e = p.Env("iit-pull-smtp-")
         server = p.Smtpd(e.t)
@@ -125,7 +125,7 @@ class Delivery(unittest.TestCase):
         self.assertEqual(set(server.lines("batches.log")), {"MAIL,RCPT,DATA"})
 
     def test_default_recipient_is_the_effective_user(self):
-        if not p.have_smtpd():
+        if not h.have_smtpd():
             self.skipTest("no smtpd module (Python >= 3.12)")
         import pwd
         e = p.Env("iit-pull-rcpt-")
@@ -166,7 +166,7 @@ class Refusals(unittest.TestCase):
         self.assertEqual(e.state(), [e.src.status("INBOX")["UIDVALIDITY"], 1])
 
     def test_refused_mid_fetch_then_resumed(self):
-        if not p.have_smtpd():
+        if not h.have_smtpd():
             self.skipTest("no smtpd module (Python >= 3.12)")
         e = p.Env("iit-pull-refused2-")
         refusing = p.Smtpd(e.t, refuse_body="FORBIDDEN")
@@ -217,7 +217,8 @@ class Interruptions(unittest.TestCase):
         cfg = e.config()
         proc = e.spawn(cfg, "--quiet")
         # Killed once about 100 UIDs are recorded in the statefile.
-        p.wait_for(lambda: len(e.state() or []) >= 2 + 100 or proc.poll() is not None, 30, "100 deliveries")
+        h.wait_until("100 deliveries", lambda: len(e.state() or []) >= 2 + 100 or proc.poll() is not None,
+                     30, interval=0.02)
         proc.kill()
         proc.wait()
         self.assertEqual(proc.returncode, -signal.SIGKILL, p.output(proc))
@@ -245,7 +246,8 @@ class Interruptions(unittest.TestCase):
         e = self.env("iit-pull-term-")
         cfg = e.config()
         proc = e.spawn(cfg, "--quiet")
-        p.wait_for(lambda: len(e.state() or []) >= 2 + 50 or proc.poll() is not None, 30, "50 deliveries")
+        h.wait_until("50 deliveries", lambda: len(e.state() or []) >= 2 + 50 or proc.poll() is not None,
+                     30, interval=0.02)
         start = time.monotonic()
         rc = p.stop(proc, signal.SIGTERM)
         self.assertLess(time.monotonic() - start, 5)
@@ -283,7 +285,8 @@ class StateAndConfig(unittest.TestCase):
         self.assertEqual(r.rc, 0, r.describe())
         # A running pullimap --idle holds the lock...
         proc = e.spawn(cfg, "--idle", "--debug")
-        p.wait_for(lambda: re.search(r"C: \S+ IDLE", p.output(proc)) or proc.poll() is not None, 15, "IDLE")
+        h.wait_until("IDLE", lambda: re.search(r"C: \S+ IDLE", p.output(proc)) or proc.poll() is not None,
+                     15, interval=0.02)
         self.assertIsNone(proc.poll(), p.output(proc))
         r = e.run(cfg)
         self.assertEqual(r.rc, 1, r.describe())

@@ -13,10 +13,10 @@ import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
-import pullimap_helpers as p  # noqa: E402
-from pullimap_helpers import message  # noqa: E402
+import pulllib as p  # noqa: E402
+from pulllib import message  # noqa: E402
 
 p.require_pullimap()
 if not p.have_reference():
@@ -69,7 +69,8 @@ class Continuation(unittest.TestCase):
         e.seed([message(i, b"body %d\r\n" % i * 40) for i in range(1, total + 1)])
         cfg = e.config()
         proc = e.spawn(cfg, "--quiet", exe=first)
-        p.wait_for(lambda: len(e.state() or []) >= 2 + 60 or proc.poll() is not None, 40, "60 deliveries")
+        h.wait_until("60 deliveries", lambda: len(e.state() or []) >= 2 + 60 or proc.poll() is not None,
+                     40, interval=0.02)
         proc.kill()
         proc.wait()
         state = e.state()
@@ -100,7 +101,8 @@ class Lock(unittest.TestCase):
         for holder, second in ((OURS, REF), (REF, OURS)):
             with self.subTest(holder=exe_name(holder)):
                 proc = e.spawn(cfg, "--idle", "--debug", exe=holder)
-                p.wait_for(lambda: re.search(r"C: \S+ IDLE", p.output(proc)) or proc.poll() is not None, 15, "IDLE")
+                h.wait_until("IDLE", lambda: re.search(r"C: \S+ IDLE", p.output(proc)) or proc.poll() is not None,
+                             15, interval=0.02)
                 self.assertIsNone(proc.poll(), p.output(proc))
                 r = e.run(cfg, exe=second)
                 self.assertNotEqual(r.rc, 0, r.describe())

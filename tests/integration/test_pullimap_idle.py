@@ -11,10 +11,10 @@ import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
-import pullimap_helpers as p  # noqa: E402
-from pullimap_helpers import message  # noqa: E402
+import pulllib as p  # noqa: E402
+from pulllib import message  # noqa: E402
 
 p.require_pullimap()
 
@@ -28,20 +28,21 @@ class Idle(unittest.TestCase):
         r = e.run(cfg, "-q")
         self.assertEqual(r.rc, 0, r.describe())
         proc = e.spawn(cfg, "--idle", "--debug")
-        p.wait_for(lambda: re.search(r"C: \d+ IDLE", p.output(proc)) or proc.poll() is not None, 15, "IDLE")
+        h.wait_until("IDLE", lambda: re.search(r"C: \d+ IDLE", p.output(proc)) or proc.poll() is not None,
+                     15, interval=0.02)
         self.assertIsNone(proc.poll(), p.output(proc))
         for n in (2, 3):
             e.seed([message(n)])
             start = time.monotonic()
-            p.wait_for(lambda: n in e.delivered_ids(), 10, f"message {n} delivered", step=0.1)
+            h.wait_until(f"message {n} delivered", lambda: n in e.delivered_ids(), 10, interval=0.1)
             h.log(f"message {n} delivered {time.monotonic() - start:.2f}s after its APPEND")
             self.assertLess(time.monotonic() - start, 5)
         # Several at once.
         e.seed([message(n) for n in range(4, 9)])
-        p.wait_for(lambda: e.delivered_ids()[-1:] == [8], 10, "messages 4-8", step=0.1)
+        h.wait_until("messages 4-8", lambda: e.delivered_ids()[-1:] == [8], 10, interval=0.1)
         self.assertEqual(e.delivered_ids(), list(range(1, 9)))
         # Each pull finished: \Seen, 8-byte statefile.
-        p.wait_for(lambda: e.state()[1:] == [9], 5, "statefile UIDNEXT 9")
+        h.wait_until("statefile UIDNEXT 9", lambda: e.state()[1:] == [9], 5, interval=0.02)
         self.assertTrue(all("\\Seen" in flags for flags, _ in e.source().values()))
         start = time.monotonic()
         self.assertEqual(p.stop(proc, signal.SIGTERM), 0, p.output(proc))
@@ -57,12 +58,8 @@ class Idle(unittest.TestCase):
         e = p.Env("iit-pull-idle2-")
 
         def append(msg):
-            m = e.imap(e.alice)
-            try:
-                typ, data = m.append("INBOX", None, None, msg)
-                self.assertEqual(typ, "OK", data)
-            finally:
-                m.logout()
+            with e.imap(e.alice) as m:
+                m.append("INBOX", msg)
         append(message(1))
         opts = e.d.section(type="imap", username=e.alice, password=e.d.users[e.alice])
         opts.update({"deliver-method": e.lmtp(), "deliver-rcpt": e.bob, "statefile": e.statefile})
@@ -77,7 +74,7 @@ class Idle(unittest.TestCase):
         self.assertGreaterEqual(len(re.findall(r"C: \d+ IDLE", out)), 3, out)
         self.assertGreaterEqual(len(re.findall(r"C: DONE", out)), 2, out)
         append(message(2))
-        p.wait_for(lambda: e.delivered_ids(e.bob) == [1, 2], 10, "message 2", step=0.1)
+        h.wait_until("message 2", lambda: e.delivered_ids(e.bob) == [1, 2], 10, interval=0.1)
         # SIGINT: a clean stop too, exit status 1 (an interruption).
         self.assertEqual(p.stop(proc, signal.SIGINT), 1, p.output(proc))
         self.assertNotIn("ERROR", p.output(proc))
@@ -93,8 +90,8 @@ class Idle(unittest.TestCase):
         self.assertEqual(e.source(), {})
         proc = e.spawn(cfg, "--idle")
         e.seed([message(3)])
-        p.wait_for(lambda: e.delivered_ids() == [1, 2, 3], 10, "message 3", step=0.1)
-        p.wait_for(lambda: e.source() == {}, 5, "message 3 purged", step=0.1)
+        h.wait_until("message 3", lambda: e.delivered_ids() == [1, 2, 3], 10, interval=0.1)
+        h.wait_until("message 3 purged", lambda: e.source() == {}, 5, interval=0.1)
         self.assertEqual(p.stop(proc), 0, p.output(proc))
         self.assertEqual(e.state()[1:], [4])
 

@@ -25,19 +25,13 @@ import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
-from smtpd_lib import SmtpdServer as _SmtpdServer  # noqa: E402
 
 PROBE = os.environ.get("SMTP_PROBE", "")
 if not PROBE or not os.access(PROBE, os.X_OK):
     h.skip(f"smtp-probe not found (SMTP_PROBE={PROBE!r}); run through meson test")
-try:
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import smtpd  # noqa: F401  (only checked here; the server runs in a child)
-except ImportError:
+if not h.have_smtpd():  # (the server runs in a child)
     h.skip(f"{sys.executable} has no smtpd module (Python >= 3.12): run with Python 3.11")
 
 T = None
@@ -61,7 +55,7 @@ def normalized(msg):
 
 
 def SmtpdServer(**opts):  # noqa: N802  (the tests' server, in this script's directory)
-    return _SmtpdServer(T, **opts)
+    return h.SmtpdServer(T, **opts)
 
 
 def as_smtpd_stores(msg):
@@ -71,7 +65,7 @@ def as_smtpd_stores(msg):
 
 
 def tagged(name, body):
-    return b"X-Test-Id: " + name.encode() + b"\r\nSubject: " + name.encode() + b"\r\n\r\n" + body
+    return h.make_message(head=["X-Test-Id: " + name, "Subject: " + name], body=body)
 
 
 # Dot-stuffing and line-ending cases (RFC 5321 4.5.2, 2.3.8, 4.1.1.4).
@@ -92,12 +86,8 @@ EDGE_CASES = {
 }
 
 
-class Run:
-    def __init__(self, argv, rc, out, err, seconds):
-        self.argv, self.rc, self.out, self.err, self.seconds = argv, rc, out, err, seconds
-
-    def describe(self):
-        return f"$ {' '.join(self.argv)}\nexit {self.rc}\n--- stdout\n{self.out}--- stderr\n{self.err[-4000:]}"
+class Run(h.Result):
+    """smtp-probe's Result, with its output parsed."""
 
     @property
     def results(self):
@@ -122,11 +112,10 @@ class Run:
 
 
 def probe(*args, timeout=300):
-    argv = [PROBE] + [str(a) for a in args]
-    start = time.monotonic()
-    r = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    return Run(argv, r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace"),
-               time.monotonic() - start)
+    r = h.run([PROBE] + list(args), timeout=timeout, cls=Run)
+    if r.rc == "TIMEOUT":
+        raise AssertionError("smtp-probe timed out\n" + r.describe())
+    return r
 
 
 _file_counter = [0]
@@ -494,25 +483,10 @@ def dovecot():
 
 
 def inbox(user):
-    """[body bytes] of user's INBOX, by UID, read with imaplib."""
-    import imaplib
-    d = dovecot()
-    m = imaplib.IMAP4(d.host, d.imap_port, timeout=60)
-    try:
-        m.login(user, d.users[user])
-        typ, data = m.select("INBOX", readonly=True)
-        if typ != "OK" or int(data[0]) == 0:
-            return []
-        typ, data = m.uid("SEARCH", None, "ALL")
-        bodies = []
-        for uid in sorted(int(u) for u in data[0].split()):
-            typ, data = m.uid("FETCH", str(uid), "(BODY.PEEK[])")
-            if typ != "OK" or not isinstance(data[0], tuple):
-                raise AssertionError(f"UID FETCH {uid}: {typ} {data!r}")
-            bodies.append(data[0][1])
-        return bodies
-    finally:
-        m.logout()
+    """[body bytes] of user's INBOX, by UID, read through h.Imap."""
+    with h.Imap(dovecot(), user=user) as m:
+        got = m.messages("INBOX")
+    return [got[uid][1] for uid in sorted(got)]
 
 
 def strip_lmtp_headers(stored, first=b"X-Test-Id: "):

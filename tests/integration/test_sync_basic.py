@@ -21,7 +21,7 @@ import re
 import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
 import synclib as s  # noqa: E402
 
@@ -31,10 +31,6 @@ T = None
 def setUpModule():
     global T
     T = h.TestDir("iit-sync-basic-")
-
-
-def msgs(tag, n, flags=lambda i: ()):
-    return [(s.message(tag, i), list(flags(i))) for i in range(n)]
 
 
 def by_sha(snap):
@@ -51,17 +47,17 @@ class Basic(unittest.TestCase):
     def synced_pair(self, **kw):
         """A pair after a first copy of a few messages each way."""
         p = self.pair(**kw)
-        e = s.merge(p.seed("local", {"INBOX": msgs("li", 5, lambda i: ["\\Seen"] if i % 2 else [])}),
-                    p.seed("remote", {"INBOX": msgs("ri", 5)}, create=False))
+        e = s.merge(p.seed("local", {"INBOX": s.msgs("li", 5, lambda i: ["\\Seen"] if i % 2 else [])}),
+                    p.seed("remote", {"INBOX": s.msgs("ri", 5)}, create=False))
         p.sync()
         p.check(expect=e)
         return p, e
 
     def test_first_copy_local_to_remote(self):
         p = self.pair()
-        e = p.seed("local", {"INBOX": msgs("a", 20, lambda i: ["\\Seen", "\\Flagged"][: i % 3]),
-                             "Sent": msgs("b", 5, lambda i: ["\\Answered", "$Label1"]),
-                             "lists\0dev\0002024": msgs("c", 3)})
+        e = p.seed("local", {"INBOX": s.msgs("a", 20, lambda i: ["\\Seen", "\\Flagged"][: i % 3]),
+                             "Sent": s.msgs("b", 5, lambda i: ["\\Answered", "$Label1"]),
+                             "lists\0dev\0002024": s.msgs("c", 3)})
         p.sync()
         _, r, db = p.check(expect=e)
         self.assertTrue({"INBOX", "Sent", "lists\0dev\0002024"} <= set(r), sorted(r))
@@ -74,15 +70,15 @@ class Basic(unittest.TestCase):
 
     def test_first_copy_remote_to_local(self):
         p = self.pair()
-        e = p.seed("remote", {"INBOX": msgs("a", 20, lambda i: ["\\Deleted"] if i == 3 else ["\\Draft"]),
-                              "Archive\0002023": msgs("b", 7, lambda i: ["\\Seen"])})
+        e = p.seed("remote", {"INBOX": s.msgs("a", 20, lambda i: ["\\Deleted"] if i == 3 else ["\\Draft"]),
+                              "Archive\0002023": s.msgs("b", 7, lambda i: ["\\Seen"])})
         p.sync()
         p.check(expect=e)
 
     def test_first_copy_both(self):
         p = self.pair()
-        e = s.merge(p.seed("local", {"INBOX": msgs("l", 10), "Common": msgs("lc", 3), "L\0nested": msgs("ln", 2)}),
-                    p.seed("remote", {"INBOX": msgs("r", 10), "Common": msgs("rc", 4), "R\0nested": msgs("rn", 2)},
+        e = s.merge(p.seed("local", {"INBOX": s.msgs("l", 10), "Common": s.msgs("lc", 3), "L\0nested": s.msgs("ln", 2)}),
+                    p.seed("remote", {"INBOX": s.msgs("r", 10), "Common": s.msgs("rc", 4), "R\0nested": s.msgs("rn", 2)},
                            create=True))
         p.sync()
         p.check(expect=e)
@@ -91,11 +87,11 @@ class Basic(unittest.TestCase):
     def test_flags_either_side(self):
         p, e = self.synced_pair()
         old = by_sha(s.snapshot(p.local)["INBOX"])
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             lu = sd.uids("INBOX")
             sd.flag("INBOX", lu[:3], "+FLAGS", ["\\Flagged", "$Work"])
             sd.flag("INBOX", lu[1:2], "-FLAGS", ["\\Seen"])
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             ru = sd.uids("INBOX")
             sd.flag("INBOX", ru[0:3], "+FLAGS", ["\\Answered"])
             sd.flag("INBOX", ru[3:5], "-FLAGS", ["\\Seen"])
@@ -116,9 +112,9 @@ class Basic(unittest.TestCase):
         _, _, db = p.check()
         idx = {n: i for i, (n, _) in db["mailboxes"].items()}["INBOX"]
         lu, ru = sorted(db["mapping"][idx])[0]
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             sd.flag("INBOX", [lu], "FLAGS", ["\\Seen", "\\Flagged", "$Local"])
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             sd.flag("INBOX", [ru], "FLAGS", ["\\Answered", "$Remote"])
         p.sync()
         l, r, _ = p.check()
@@ -128,15 +124,15 @@ class Basic(unittest.TestCase):
 
     def test_deletions_either_side(self):
         p, e = self.synced_pair()
-        p.seed("local", {"Box": msgs("box", 6)})
+        p.seed("local", {"Box": s.msgs("box", 6)})
         p.sync()
         p.check()
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             lu = sd.uids("INBOX")
             sd.expunge("INBOX", lu[:2])
             bu = sd.uids("Box")
             sd.expunge("Box", bu[-1:])
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             ru = sd.uids("INBOX")
             sd.expunge("INBOX", ru[-3:])
             bu = sd.uids("Box")
@@ -150,8 +146,8 @@ class Basic(unittest.TestCase):
 
     def test_new_messages_both_sides(self):
         p, e = self.synced_pair()
-        e2 = s.merge(e, p.seed("local", {"INBOX": msgs("newl", 15, lambda i: ["\\Seen"])}, create=False),
-                     p.seed("remote", {"INBOX": msgs("newr", 12, lambda i: ["$X"])}, create=False))
+        e2 = s.merge(e, p.seed("local", {"INBOX": s.msgs("newl", 15, lambda i: ["\\Seen"])}, create=False),
+                     p.seed("remote", {"INBOX": s.msgs("newr", 12, lambda i: ["$X"])}, create=False))
         p.sync()
         p.check(expect=e2)
 
@@ -162,8 +158,8 @@ class Basic(unittest.TestCase):
         messages, one of 1.5 MiB) still arrives, by the streaming path."""
         p, e = self.synced_pair()
         big = s.message("big", 0, size=1536 * 1024)
-        e2 = s.merge(e, p.seed("local", {"INBOX": msgs("crossl", 5, lambda i: ["\\Flagged"])}, create=False),
-                     p.seed("remote", {"INBOX": msgs("crossr", 140) + [(big, ["\\Seen"])]}, create=False))
+        e2 = s.merge(e, p.seed("local", {"INBOX": s.msgs("crossl", 5, lambda i: ["\\Flagged"])}, create=False),
+                     p.seed("remote", {"INBOX": s.msgs("crossr", 140) + [(big, ["\\Seen"])]}, create=False))
         r = p.sync("--debug")
         p.check(expect=e2)
         err = r.err
@@ -177,8 +173,8 @@ class Basic(unittest.TestCase):
 
     def test_new_nested_mailboxes(self):
         p, e = self.synced_pair()
-        e2 = s.merge(e, p.seed("local", {"a\0b\0c": msgs("abc", 2), "a\0d": msgs("ad", 1)}),
-                     p.seed("remote", {"x\0y": msgs("xy", 3), "x\0y\0z": msgs("xyz", 1)}))
+        e2 = s.merge(e, p.seed("local", {"a\0b\0c": s.msgs("abc", 2), "a\0d": s.msgs("ad", 1)}),
+                     p.seed("remote", {"x\0y": s.msgs("xy", 3), "x\0y\0z": s.msgs("xyz", 1)}))
         p.sync()
         l, r, db = p.check(expect=e2)
         names = {n for n, _ in db["mailboxes"].values()}
@@ -187,21 +183,21 @@ class Basic(unittest.TestCase):
 
     def test_subscriptions(self):
         p = self.pair()
-        p.seed("local", {"L1": msgs("l1", 1), "L2": msgs("l2", 1), "Shared": msgs("sh", 1)})
-        with s.Seeder(p.local) as sd:
+        p.seed("local", {"L1": s.msgs("l1", 1), "L2": s.msgs("l2", 1), "Shared": s.msgs("sh", 1)})
+        with h.Imap(p.local) as sd:
             sd.subscribe("L1")
             sd.subscribe("Shared")
-        p.seed("remote", {"R1": msgs("r1", 1)})
-        with s.Seeder(p.remote) as sd:
+        p.seed("remote", {"R1": s.msgs("r1", 1)})
+        with h.Imap(p.remote) as sd:
             sd.subscribe("R1")
         p.sync()
         p.check()
         self.assertEqual(s.subscribed(p.remote), {"L1", "Shared", "R1"})
         # subscribe on one side, unsubscribe on the other
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             sd.subscribe("L2")
             sd.subscribe("Shared", on=False)
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             sd.subscribe("R1", on=False)
         p.sync()
         p.check()
@@ -212,8 +208,8 @@ class Basic(unittest.TestCase):
 
     def test_different_delimiters(self):
         p = self.pair(local_sep="/", remote_sep=".")
-        e = s.merge(p.seed("local", {"INBOX": msgs("i", 3), "a\0b": msgs("ab", 2), "a\0b\0c": msgs("abc", 1)}),
-                    p.seed("remote", {"x\0y": msgs("xy", 2)}))
+        e = s.merge(p.seed("local", {"INBOX": s.msgs("i", 3), "a\0b": s.msgs("ab", 2), "a\0b\0c": s.msgs("abc", 1)}),
+                    p.seed("remote", {"x\0y": s.msgs("xy", 2)}))
         p.sync()
         p.check(expect=e)
         lnames = {n for n, _, _ in p.local.mailboxes()}
@@ -221,7 +217,7 @@ class Basic(unittest.TestCase):
         self.assertTrue({"a/b", "a/b/c", "x/y"} <= lnames, lnames)
         self.assertTrue({"a.b", "a.b.c", "x.y"} <= rnames, rnames)
         # changes flow both ways through the translation
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             sd.flag("a.b.c", sd.uids("a.b.c"), "+FLAGS", ["\\Flagged"])
             sd.create("x.y.new")
             sd.append("x.y.new", s.message("new"))
@@ -247,9 +243,9 @@ class Basic(unittest.TestCase):
     def test_non_ascii_names(self):
         p = self.pair(local_sep="/", remote_sep=".")
         # modified UTF-7 (RFC 3501 5.1.3): "Été/Données", "日本", "a&b"
-        names = {"&AMk-t&AOk-\0Donn&AOk-es": msgs("fr", 2), "&ZeVnLA-": msgs("jp", 1), "a&-b": msgs("amp", 1)}
+        names = {"&AMk-t&AOk-\0Donn&AOk-es": s.msgs("fr", 2), "&ZeVnLA-": s.msgs("jp", 1), "a&-b": s.msgs("amp", 1)}
         e = p.seed("remote", names)
-        e2 = p.seed("local", {"&AMk-t&AOk-\0Local": msgs("frl", 1)})
+        e2 = p.seed("local", {"&AMk-t&AOk-\0Local": s.msgs("frl", 1)})
         p.sync()
         l, r, db = p.check(expect=s.merge(e, e2))
         lnames = {n for n, _, _ in p.local.mailboxes()}

@@ -10,7 +10,7 @@ import os
 import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
 import synclib as s  # noqa: E402
 
@@ -22,27 +22,23 @@ def setUpModule():
     T = h.TestDir("iit-sync-compat-")
 
 
-def msgs(tag, n, flags=()):
-    return [(s.message(tag, i), list(flags)) for i in range(n)]
-
-
 class Compat(unittest.TestCase):
     def handover(self, first, second, label):
         p = s.Pair(T, label, local_sep="/", remote_sep=".")
-        e = s.merge(p.seed("local", {"INBOX": msgs("li", 30, ["\\Seen"]), "Box\0kid": msgs("lk", 5)}),
-                    p.seed("remote", {"R": msgs("rr", 20, ["$Label"])}))
-        with s.Seeder(p.local) as sd:
+        e = s.merge(p.seed("local", {"INBOX": s.msgs("li", 30, ["\\Seen"]), "Box\0kid": s.msgs("lk", 5)}),
+                    p.seed("remote", {"R": s.msgs("rr", 20, ["$Label"])}))
+        with h.Imap(p.local) as sd:
             sd.subscribe("Box/kid")
         p.sync(binary=first)
         p.check(expect=e)
         # changes on both sides
-        with s.Seeder(p.local) as sd:
+        with h.Imap(p.local) as sd:
             u = sd.uids("INBOX")
             sd.flag("INBOX", u[:5], "+FLAGS", ["\\Flagged"])
             sd.expunge("INBOX", u[5:8])
             sd.create("New/deep")
             sd.append("New/deep", s.message("nd"))
-        with s.Seeder(p.remote) as sd:
+        with h.Imap(p.remote) as sd:
             u = sd.uids("R")
             sd.flag("R", u[:4], "-FLAGS", ["$Label"])
             sd.expunge("R", u[-2:])

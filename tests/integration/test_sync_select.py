@@ -14,7 +14,7 @@ import os
 import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
 import synclib as s  # noqa: E402
 
@@ -26,14 +26,6 @@ def setUpModule():
     T = h.TestDir("iit-sync-select-")
 
 
-def msgs(tag, n, flags=()):
-    return [(s.message(tag, i), list(flags)) for i in range(n)]
-
-
-def names(store):
-    return {n for n, _, fl in store.mailboxes() if "\\noselect" not in {f.lower() for f in fl}}
-
-
 class Select(unittest.TestCase):
     def pair(self, **kw):
         return s.Pair(T, self._testMethodName.replace("test_", ""), **kw)
@@ -42,11 +34,11 @@ class Select(unittest.TestCase):
         local = h.TunnelStore(T, "ref-local", extra_conf=s.FAST)
         perso = self.pair(local=local, local_ref="perso/")
         work = s.Pair(T, "work", local=local, local_ref="work/")
-        e_p = s.merge(perso.seed("remote", {"INBOX": msgs("p-inbox", 4, ["\\Seen"]), "Lists\0a": msgs("p-la", 2)},
+        e_p = s.merge(perso.seed("remote", {"INBOX": s.msgs("p-inbox", 4, ["\\Seen"]), "Lists\0a": s.msgs("p-la", 2)},
                                  create=True),
-                      perso.seed("local", {"Local": msgs("p-local", 1)}))
-        e_w = work.seed("remote", {"INBOX": msgs("w-inbox", 3), "Projects\0x\0y": msgs("w-xy", 2)})
-        with s.Seeder(local) as sd:  # outside both references: never synchronized
+                      perso.seed("local", {"Local": s.msgs("p-local", 1)}))
+        e_w = work.seed("remote", {"INBOX": s.msgs("w-inbox", 3), "Projects\0x\0y": s.msgs("w-xy", 2)})
+        with h.Imap(local) as sd:  # outside both references: never synchronized
             sd.append("INBOX", s.message("local-own"))
             sd.create("Other")
         perso.sync()
@@ -54,14 +46,14 @@ class Select(unittest.TestCase):
         perso.check(expect=e_p)
         work.check(expect=e_w)
         self.assertTrue({"perso/INBOX", "perso/Lists/a", "perso/Local", "work/INBOX", "work/Projects/x/y"}
-                        <= names(local), names(local))
-        self.assertNotIn("Other", names(perso.remote) | names(work.remote))
-        self.assertNotIn("Local", names(work.remote))
+                        <= s.selectable(local), s.selectable(local))
+        self.assertNotIn("Other", s.selectable(perso.remote) | s.selectable(work.remote))
+        self.assertNotIn("Local", s.selectable(work.remote))
         self.assertEqual(len(s.snapshot(local, ["INBOX"])["INBOX"]), 1)
         self.assertNotEqual(perso.db, work.db)
         # changes on the shared local store go to the right remote
-        e_p2 = s.merge(e_p, perso.seed("local", {"INBOX": msgs("p-new", 2)}, create=False))
-        e_w2 = s.merge(e_w, work.seed("local", {"Projects\0x\0y": msgs("w-new", 1)}, create=False))
+        e_p2 = s.merge(e_p, perso.seed("local", {"INBOX": s.msgs("p-new", 2)}, create=False))
+        e_w2 = s.merge(e_w, work.seed("local", {"Projects\0x\0y": s.msgs("w-new", 1)}, create=False))
         perso.sync()
         work.sync()
         perso.check(expect=e_p2)
@@ -69,51 +61,51 @@ class Select(unittest.TestCase):
 
     def test_ignore_mailbox(self):
         p = self.pair(default={"ignore-mailbox": "^(?:Junk|virtual)(?:\\x00|$)"})
-        e = s.merge(p.seed("local", {"INBOX": msgs("in", 2), "Junk": msgs("junk", 2), "Keep": msgs("keep", 1),
-                                     "JunkNot": msgs("jn", 1)}),
-                    p.seed("remote", {"virtual": msgs("v", 1), "virtual\0sub": msgs("vs", 1),
-                                      "Keep\0Child": msgs("kc", 1)}))
+        e = s.merge(p.seed("local", {"INBOX": s.msgs("in", 2), "Junk": s.msgs("junk", 2), "Keep": s.msgs("keep", 1),
+                                     "JunkNot": s.msgs("jn", 1)}),
+                    p.seed("remote", {"virtual": s.msgs("v", 1), "virtual\0sub": s.msgs("vs", 1),
+                                      "Keep\0Child": s.msgs("kc", 1)}))
         p.sync()
         p.check(mailboxes=["INBOX", "Keep", "JunkNot", "Keep\0Child"],
                 expect={k: v for k, v in e.items() if k in ("INBOX", "Keep", "JunkNot", "Keep\0Child")})
-        self.assertNotIn("Junk", names(p.remote))
-        self.assertFalse({"virtual", "virtual/sub"} & names(p.local))
-        dbnames = {n for n, _ in s.read_db(p.db)["mailboxes"].values()}
+        self.assertNotIn("Junk", s.selectable(p.remote))
+        self.assertFalse({"virtual", "virtual/sub"} & s.selectable(p.local))
+        dbnames = s.db_names(p)
         self.assertFalse({"Junk", "virtual", "virtual\0sub"} & dbnames, dbnames)
 
     def test_subscribed_only(self):
         p = self.pair(default={"list-select-opts": "SUBSCRIBED"})
-        e = p.seed("remote", {"Sub": msgs("sub", 2), "Unsub": msgs("unsub", 2), "Sub\0Kid": msgs("kid", 1)})
-        with s.Seeder(p.remote) as sd:
+        e = p.seed("remote", {"Sub": s.msgs("sub", 2), "Unsub": s.msgs("unsub", 2), "Sub\0Kid": s.msgs("kid", 1)})
+        with h.Imap(p.remote) as sd:
             sd.subscribe("Sub")
             sd.subscribe("Sub/Kid")
         p.sync()
         p.check(mailboxes=["Sub", "Sub\0Kid"], expect={k: e[k] for k in ("Sub", "Sub\0Kid")})
-        self.assertNotIn("Unsub", names(p.local))
+        self.assertNotIn("Unsub", s.selectable(p.local))
         self.assertEqual(s.subscribed(p.local), {"Sub", "Sub/Kid"})
 
     def test_list_mailbox(self):
         p = self.pair(default={"list-mailbox": '"INBOX" "Arch\\x00%"'})
-        e = p.seed("local", {"INBOX": msgs("in", 1), "Arch\0one": msgs("a1", 1), "Arch\0one\0deep": msgs("a2", 1),
-                             "Else": msgs("else", 1)})
+        e = p.seed("local", {"INBOX": s.msgs("in", 1), "Arch\0one": s.msgs("a1", 1), "Arch\0one\0deep": s.msgs("a2", 1),
+                             "Else": s.msgs("else", 1)})
         p.sync()
         p.check(mailboxes=["INBOX", "Arch\0one"], expect={k: e[k] for k in ("INBOX", "Arch\0one")})
-        self.assertFalse({"Else", "Arch/one/deep"} & names(p.remote))
+        self.assertFalse({"Else", "Arch/one/deep"} & s.selectable(p.remote))
 
     def test_mailbox_arguments(self):
         p = self.pair(default={"ignore-mailbox": "^Ignored$", "list-mailbox": "INBOX"})
-        e = p.seed("local", {"INBOX": msgs("in", 2), "Ignored": msgs("ig", 2), "Other": msgs("o", 1),
-                             "Deep\0er": msgs("d", 1)})
+        e = p.seed("local", {"INBOX": s.msgs("in", 2), "Ignored": s.msgs("ig", 2), "Other": s.msgs("o", 1),
+                             "Deep\0er": s.msgs("d", 1)})
         # MAILBOX arguments replace list-mailbox and bypass ignore-mailbox
         p.sync("Ignored", "Deep/er")
         p.check(mailboxes=["Ignored", "Deep\0er"], expect={k: e[k] for k in ("Ignored", "Deep\0er")})
         self.assertFalse({"INBOX", "Other"} & {n for n, _ in s.read_db(p.db)["mailboxes"].values()})
-        self.assertNotIn("Other", names(p.remote))
+        self.assertNotIn("Other", s.selectable(p.remote))
         self.assertEqual(s.snapshot(p.remote, ["INBOX"])["INBOX"], {})
         # without arguments the config applies again
         p.sync()
         p.check(mailboxes=["INBOX"], expect={"INBOX": e["INBOX"]})
-        self.assertNotIn("Other", names(p.remote))
+        self.assertNotIn("Other", s.selectable(p.remote))
 
 
 if __name__ == "__main__":

@@ -19,33 +19,21 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
+import synclib as s  # noqa: E402
 
-h.require("dovecot-imap", "doveconf")
-if h.is_root():
-    h.require("setpriv")
-
-INTERIMAP = os.environ.get("INTERIMAP", "")
-if not INTERIMAP and os.environ.get("INTERIMAP_BUILD_DIR"):
-    INTERIMAP = os.path.join(os.environ["INTERIMAP_BUILD_DIR"], "tools", "interimap", "interimap")
-if not INTERIMAP or not os.access(INTERIMAP, os.X_OK):
-    h.skip(f"interimap not found (INTERIMAP={INTERIMAP!r}); run through meson test")
-
-FAST = "mail_fsync = never\n"
+s.require()  # Dovecot, setpriv as root, $INTERIMAP
+INTERIMAP = s.INTERIMAP
+FAST = s.FAST
 
 
 def snapshot(store, mailbox):
     """Sorted [(flags without \\Recent, sha256 of the body)] of a mailbox."""
     return sorted((tuple(f for f in flags if f != "\\Recent"), h.sha256_hex(body))
                   for flags, body in store.messages(mailbox).values())
-
-
-def names(store):
-    return sorted(n for n, _, flags in store.mailboxes() if "\\NonExistent" not in flags and "\\Noselect" not in flags)
 
 
 class SyncSmoke(unittest.TestCase):
@@ -59,31 +47,29 @@ class SyncSmoke(unittest.TestCase):
                                     default={"database": cls.db})
 
     def run_interimap(self, *args, config=None, check=True):
-        argv = [INTERIMAP, "--config", config or self.config] + list(args)
-        r = subprocess.run(argv, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
-        err = r.stderr.decode("utf-8", "replace")
-        if check and r.returncode != 0:
-            self.fail(f"$ {' '.join(argv)}\nexit {r.returncode}\n{err}")
-        return r.returncode, err
+        r = h.run([INTERIMAP, "--config", config or self.config] + list(args), timeout=120)
+        if check and r.rc != 0:
+            self.fail(r.describe())
+        return r.rc, r.err
 
     def wait_until_locked(self, proc, timeout=20):
         """Returns once proc holds the database's lock (an IMMEDIATE
         transaction of ours is refused)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def locked():
             self.assertIsNone(proc.poll(), "the first run ended early")
             con = sqlite3.connect(self.db, timeout=0)
             try:
                 con.execute("BEGIN IMMEDIATE")
                 con.rollback()
+                return False
             except sqlite3.OperationalError as e:
                 if "locked" in str(e):
-                    return
+                    return True
                 raise
             finally:
                 con.close()
-            time.sleep(0.05)
-        self.fail("the first run never locked the database")
+
+        h.wait_until("the first run locks the database", locked, timeout, interval=0.05)
 
     def assert_converged(self, pairs):
         for lname, rname in pairs:
@@ -101,8 +87,8 @@ class SyncSmoke(unittest.TestCase):
         # 1. First copy both ways.
         self.run_interimap()
         pairs = [("INBOX", "INBOX"), ("work/reports", "work.reports"), ("archive/2024", "archive.2024")]
-        self.assertIn("work/reports", names(L))
-        self.assertIn("archive.2024", names(R))
+        self.assertIn("work/reports", s.selectable(L))
+        self.assertIn("archive.2024", s.selectable(R))
         self.assert_converged(pairs)
         self.assertEqual(len(snapshot(L, "INBOX")), 21)
         self.assertIn((("$Label1", "\\Seen"), h.sha256_hex(h.make_message("report"))), snapshot(L, "work/reports"))

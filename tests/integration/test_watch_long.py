@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
 import synclib as s  # noqa: E402
 import watchlib as w  # noqa: E402
@@ -33,7 +33,7 @@ def churn(pair, tag, i):
     """A change every few seconds, alternating sides and kinds."""
     store = pair.remote if i % 2 else pair.local
     kind = (i // 2) % 3
-    with s.Seeder(store) as sd:
+    with h.Imap(store) as sd:
         if kind == 0:
             sd.append("work", s.message(f"{tag}-churn", i))
         elif kind == 1:
@@ -104,7 +104,7 @@ def main():
     t0 = time.monotonic()
     t = h.TestDir("iit-watchlong-")
     pair = w.seed_pair(t, "long")
-    with s.Seeder(pair.local) as sl:
+    with h.Imap(pair.local) as sl:
         for i in range(10):
             sl.create(f"box{i}")
     pair.sync()

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness as h  # noqa: E402
 import synclib as s  # noqa: E402
 import watchlib as w  # noqa: E402
@@ -54,7 +54,7 @@ def main():
         pair.sync()  # --watch does not create the database
         names = ["INBOX", "a", "b"]
         expect = {}
-        with s.Seeder(pair.remote) as sr:
+        with h.Imap(pair.remote) as sr:
             for n in names[1:]:
                 sr.create(n)
             for n in names:
@@ -63,7 +63,8 @@ def main():
                     sr.append(n, m)
                 expect[n] = s.counter(*[(m, ()) for m in msgs])
         watcher = w.Watcher(pair, "--watch=2")
-        w.wait_until("the first messages copied", lambda: files_in(pair.local) > 0, 30, watcher, interval=0.002)
+        h.wait_until("the first messages copied", lambda: files_in(pair.local) > 0,
+                     30, watcher=watcher, interval=0.002)
         copied = files_in(pair.local)
         rc, took = watcher.stop(signal.SIGTERM, timeout=60)
         w.log(f"SIGTERM after {copied} of 750 messages: exit {rc} after {took:.2f}s, "
@@ -75,7 +76,7 @@ def main():
     with w.step("SIGINT and SIGHUP while waiting: exit 0 at once, logged out"):
         for sig in (signal.SIGINT, signal.SIGHUP):
             watcher = w.Watcher(pair, "--watch=60")
-            w.wait_until("both tunnels", lambda: len(watcher.children()) == 2, 10, watcher)
+            h.wait_until("both tunnels", lambda: len(watcher.children()) == 2, 10, watcher=watcher)
             time.sleep(1.5)
             if reference:
                 rc, took = watcher.stop(sig)
@@ -87,7 +88,7 @@ def main():
         watcher = w.Watcher(pair, "--watch=2")
         m1, m2 = s.message("lost", 1), s.message("lost", 2)
         pair.local.append("a", m1)
-        w.wait_until("m1 on the remote side", lambda: w.has_message(pair.remote, "a", m1), 10, watcher)
+        h.wait_until("m1 on the remote side", lambda: w.has_message(pair.remote, "a", m1), 10, watcher=watcher)
         victims = [pid for pid, cmd in w.descendants(watcher.pid) if pair.remote.conf in cmd]
         assert victims, f"no remote tunnel process among {w.descendants(watcher.pid)!r}"
         for pid in victims:

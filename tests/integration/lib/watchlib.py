@@ -6,7 +6,7 @@ works, e.g. INTERIMAP=/usr/bin/interimap python3 tests/integration/test_watch.py
 
     Watcher        interimap --watch running in the background: alive(),
                    stop(signal), stderr, rss_kb(), fd_count(), cpu_seconds()
-    wait_until     polls a condition (reading the stores through imaplib)
+    (waiting: h.wait_until(what, predicate, timeout, watcher=watcher))
     capabilities   a store's CAPABILITY list, to configure one without X
 """
 
@@ -15,12 +15,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness as h  # noqa: E402
-import synclib as s  # noqa: E402
+import harness as h
+import synclib as s
 
 
 def log(msg):
@@ -135,20 +133,7 @@ class Watcher:
 
     def children(self):
         """[(pid, cmdline)] of the direct children (the tunnel commands)."""
-        out = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                if ppid != self.pid:
-                    continue
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    out.append((int(entry), f.read().replace(b"\0", b" ").decode("utf-8", "replace")))
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-        return out
+        return [(pid, cmd) for pid, (ppid, cmd) in _proc_table().items() if ppid == self.pid]
 
 
 def _proc_table():
@@ -180,21 +165,6 @@ def descendants(pid):
                 out.append((child, cmd))
                 todo.append(child)
     return out
-
-
-def wait_until(what, predicate, timeout, watcher=None, interval=0.1):
-    """Calls predicate() until it is true; returns the seconds it took.
-    Fails (naming what) after timeout, or as soon as the watcher died."""
-    t0 = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - t0
-        if watcher is not None:
-            watcher.assert_alive(f"while waiting for: {what}")
-        if time.monotonic() - t0 > timeout:
-            extra = ("\n" + watcher.describe()) if watcher is not None else ""
-            raise AssertionError(f"not within {timeout:.1f}s: {what}{extra}")
-        time.sleep(interval)
 
 
 def capabilities(store):
@@ -248,7 +218,7 @@ def seed_pair(tdir, name, **pair_options):
     both sides (one plain run of interimap)."""
     pair = s.Pair(tdir, name, **pair_options)
     pair.seed_tag = name
-    with s.Seeder(pair.local) as sl, s.Seeder(pair.remote) as sr:
+    with h.Imap(pair.local) as sl, h.Imap(pair.remote) as sr:
         sl.create("work")
         sr.create("work")
         for i in range(3):
@@ -270,15 +240,15 @@ def change_steps(pair, tag):
     w0 = s.message(f"{pair.seed_tag}-rw", 0)
 
     def flag_r1():
-        with s.Seeder(L) as sl:
+        with h.Imap(L) as sl:
             sl.flag("INBOX", [uid_of(L, "INBOX", r1)], "+FLAGS", ["\\Flagged"])
 
     def expunge_w0():
-        with s.Seeder(R) as sr:
+        with h.Imap(R) as sr:
             sr.expunge("work", [uid_of(R, "work", w0)])
 
     def new_mailbox():
-        with s.Seeder(R) as sr:
+        with h.Imap(R) as sr:
             sr.create("new/sub")
             sr.subscribe("new/sub")
             sr.append("new/sub", n1)
@@ -306,7 +276,7 @@ def run_changes(pair, watcher, tag, timeout):
     for label, do, done in change_steps(pair, tag):
         watcher.assert_alive(f"before: {label}")
         do()
-        took = wait_until(label, done, timeout, watcher)
+        took = h.wait_until(label, done, timeout, watcher=watcher)
         log(f"{label}: {took:.2f}s")
         out.append((label, took))
     return out

@@ -6,10 +6,10 @@ interimap 0.5.7-compatible binary works, e.g.
     INTERIMAP=/usr/bin/interimap python3 tests/integration/test_sync_basic.py
 
     Pair           two TunnelStores (local, remote), a config file and a
-                   database path; pair.run(...) runs interimap on them;
-                   pair.check() is the convergence check
-    snapshot       every message of a store (one imaplib connection)
-    Seeder         one imaplib connection for seeding and editing a store
+                   database path; pair.run(...) runs interimap on them
+                   (an h.Result); pair.check() is the convergence check
+    snapshot       every message of a store (one h.Imap connection)
+    message, msgs  distinct messages (h.make_message) to seed with
     read_db        the SQLite state (mailboxes, local, remote, mapping)
 
 The stores are read through imaplib and the database through sqlite3,
@@ -20,14 +20,13 @@ import collections
 import hashlib
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness as h  # noqa: E402
+import harness as h
 
 REFERENCE = "/usr/bin/interimap"
 # fsync off: seeding hundreds of messages stays fast; crash tests kill
@@ -71,49 +70,13 @@ def log(msg):
 # ---------------------------------------------------------------------------
 # Running interimap
 
-class Run:
-    def __init__(self, argv, rc, out, err, elapsed):
-        self.argv, self.rc, self.out, self.err, self.elapsed = argv, rc, out, err, elapsed
-
-    def describe(self):
-        return (f"$ {' '.join(self.argv)}\nexit status {self.rc} after {self.elapsed:.2f}s\n"
-                f"--- stdout\n{self.out[-3000:]}--- stderr\n{self.err[-6000:]}---")
-
-    def __repr__(self):
-        return self.describe()
-
-    def error_lines(self):
-        """stderr lines that are not Dovecot's own log lines."""
-        return [line for line in self.err.splitlines()
-                if line.strip() and "IMAP traffic" not in line
-                and not line.startswith(("imap(", "Info:", "Warning: imap", "Error: imap"))]
-
-
 def run(config, *args, binary=None, timeout=60, env=None):
-    """Runs BINARY --config=CONFIG ARGS; returns a Run (rc 'TIMEOUT' on timeout)."""
+    """Runs BINARY --config=CONFIG ARGS with env added to ours; returns an
+    h.Result (rc 'TIMEOUT' on timeout)."""
     binary = binary or INTERIMAP
-    argv = [binary, f"--config={config}"] + [str(a) for a in args]
     full_env = dict(os.environ)
     full_env.update(env or {})
-    t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=full_env, start_new_session=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-        rc = p.returncode
-    except subprocess.TimeoutExpired:
-        _kill_group(p)
-        out, err = p.communicate()
-        rc = "TIMEOUT"
-    return Run(argv, rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-               time.monotonic() - t0)
-
-
-def _kill_group(p):
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    return h.run([binary, f"--config={config}"] + list(args), timeout=timeout, env=full_env)
 
 
 def spawn(config, *args, binary=None, env=None):
@@ -124,7 +87,7 @@ def spawn(config, *args, binary=None, env=None):
     full_env.update(env or {})
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, env=full_env, start_new_session=True)
-    h.at_cleanup(lambda: _kill_group(p))
+    h.at_cleanup(lambda: h._kill_group(p))
     return p
 
 
@@ -142,7 +105,7 @@ def assert_fails(r, *patterns):
     for p in patterns:
         if not re.search(p, r.err, re.IGNORECASE):
             raise AssertionError(f"stderr does not match /{p}/\n" + r.describe())
-    log(f"refused as expected (exit {r.rc}): {' | '.join(r.error_lines()[-2:])}")
+    log(f"refused as expected (exit {r.rc}): {' | '.join(r.error_lines()[-2:] or r.err.splitlines()[-2:])}")
     return r
 
 
@@ -153,44 +116,24 @@ def _flags(flags):
     return tuple(sorted(f for f in flags if f.lower() != "\\recent"))
 
 
-def list_mailboxes(m, reference="", pattern="*"):
-    """[(name, delim, flags)] through an open imaplib connection."""
-    typ, data = m.list(h.imap_quote(reference), h.imap_quote(pattern))
-    if typ != "OK":
-        raise h.HarnessError(f"LIST: {typ} {data!r}")
-    return h._parse_list(data)
-
-
 def snapshot(store, names=None):
     """{mailbox: {uid: (flags without \\Recent, sha256 hex)}} of every
     selectable mailbox (or of the given names), on one connection."""
     result = {}
-    with store.imap() as m:
+    with h.Imap(store) as m:
         if names is None:
-            names = [n for n, _, fl in list_mailboxes(m)
+            names = [n for n, _, fl in m.list()
                      if not {"\\noselect", "\\nonexistent"} & {f.lower() for f in fl}]
         for name in names:
-            typ, data = m.select(h.imap_quote(name), readonly=True)
-            if typ != "OK":
-                raise h.HarnessError(f"EXAMINE {name}: {typ} {data!r}")
-            msgs = {}
-            if int(data[0]) > 0:
-                typ, data = m.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
-                if typ != "OK":
-                    raise h.HarnessError(f"UID FETCH in {name}: {typ} {data!r}")
-                for uid, (flags, body) in h._parse_fetch(data).items():
-                    msgs[uid] = (_flags(flags), hashlib.sha256(body or b"").hexdigest())
-            result[name] = msgs
+            result[name] = {uid: (_flags(flags), hashlib.sha256(body or b"").hexdigest())
+                            for uid, (flags, body) in m.messages(name).items()}
     return result
 
 
 def subscribed(store):
     """The set of subscribed mailbox names (LSUB)."""
-    with store.imap() as m:
-        typ, data = m.lsub('""', '"*"')
-        if typ != "OK":
-            raise h.HarnessError(f"LSUB: {typ} {data!r}")
-        return {n for n, _, fl in h._parse_list(data) if "\\noselect" not in {f.lower() for f in fl}}
+    with h.Imap(store) as m:
+        return {n for n, _, fl in m.lsub() if "\\noselect" not in {f.lower() for f in fl}}
 
 
 def multiset(msgs):
@@ -198,72 +141,8 @@ def multiset(msgs):
     return collections.Counter(msgs.values())
 
 
-class Seeder:
-    """One imaplib connection to a store for seeding and editing:
-        with Seeder(store) as s: s.append("INBOX", msg, flags=...); s.store(...)"""
-
-    def __init__(self, store):
-        self.store = store
-        self.m = None
-
-    def __enter__(self):
-        self.m = store_connect(self.store)
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            self.m.logout()
-        except Exception:
-            pass
-
-    def _ok(self, typ, data, what):
-        if typ != "OK":
-            raise h.HarnessError(f"{self.store.name}: {what}: {typ} {data!r}")
-        return data
-
-    def create(self, name):
-        self._ok(*self.m.create(h.imap_quote(name)), f"CREATE {name}")
-
-    def delete(self, name):
-        self._ok(*self.m.delete(h.imap_quote(name)), f"DELETE {name}")
-
-    def subscribe(self, name, on=True):
-        if on:
-            self._ok(*self.m.subscribe(h.imap_quote(name)), f"SUBSCRIBE {name}")
-        else:
-            self._ok(*self.m.unsubscribe(h.imap_quote(name)), f"UNSUBSCRIBE {name}")
-
-    def append(self, mailbox, message, flags=()):
-        if isinstance(message, str):
-            message = message.encode()
-        fl = "(" + " ".join(flags) + ")" if flags else None
-        data = self._ok(*self.m.append(h.imap_quote(mailbox), fl, None, message), f"APPEND {mailbox}")
-        mo = re.search(rb"APPENDUID (\d+) (\d+)", data[0] or b"")
-        return int(mo.group(2)) if mo else None
-
-    def select(self, mailbox):
-        self._ok(*self.m.select(h.imap_quote(mailbox)), f"SELECT {mailbox}")
-
-    def uids(self, mailbox):
-        self.select(mailbox)
-        data = self._ok(*self.m.uid("SEARCH", "ALL"), "UID SEARCH")
-        return [int(x) for x in data[0].split()]
-
-    def flag(self, mailbox, uids, op, flags):
-        """UID STORE uids op (flags); op is +FLAGS, -FLAGS or FLAGS."""
-        self.select(mailbox)
-        uidset = ",".join(str(u) for u in uids) if not isinstance(uids, str) else uids
-        self._ok(*self.m.uid("STORE", uidset, op + ".SILENT", "(" + " ".join(flags) + ")"),
-                 f"UID STORE {uidset} {op}")
-
-    def expunge(self, mailbox, uids):
-        self.flag(mailbox, uids, "+FLAGS", ["\\Deleted"])
-        uidset = ",".join(str(u) for u in uids)
-        self._ok(*self.m.uid("EXPUNGE", uidset), f"UID EXPUNGE {uidset}")
-
-
-def store_connect(store):
-    return store._connect()
+# The name examples/demo.py uses for h.Imap.
+Seeder = h.Imap
 
 
 # ---------------------------------------------------------------------------
@@ -388,7 +267,7 @@ class Pair:
         the mailboxes unless INBOX); returns {db name: Counter(flags, sha)}."""
         store = self.local if side == "local" else self.remote
         expect = {}
-        with Seeder(store) as s:
+        with h.Imap(store) as s:
             for dbname, msgs in spec.items():
                 name = self.from_db(side, dbname)
                 if create and dbname.upper() != "INBOX":
@@ -526,6 +405,23 @@ def message(tag, i=0, size=None, body=None):
     return h.make_message(subject=f"{tag} {i}", body=body or f"Message {tag} number {i}.\r\n", size=size)
 
 
+def msgs(tag, n, flags=(), size=None):
+    """[(message(tag, i), [flags])] for i < n, as Pair.seed takes them;
+    flags and size may be functions of i."""
+    return [(message(tag, i, size=size(i) if callable(size) else size),
+             list(flags(i) if callable(flags) else flags)) for i in range(n)]
+
+
+def selectable(store):
+    """The set of a store's selectable mailbox names (LIST through imaplib)."""
+    return {n for n, _, fl in store.mailboxes() if "\\noselect" not in {f.lower() for f in fl}}
+
+
+def db_names(pair):
+    """The set of mailbox names in a pair's database (NUL as delimiter)."""
+    return {n for n, _ in read_db(pair.db)["mailboxes"].values()}
+
+
 def merge(*expects):
     """Sums {db name: Counter} dicts."""
     out = {}
@@ -535,11 +431,42 @@ def merge(*expects):
     return out
 
 
+# ---------------------------------------------------------------------------
+# Seeded pairs whose state must not change (test_sync_errors.py,
+# test_sync_commands.py)
+
+class SeededCase(unittest.TestCase):
+    """A TestCase whose synced() gives a Pair, named after the test, after
+    a first copy of INBOX, Box (\\Seen), Par and Par/kid (local) and Other
+    (remote).  The script's setUpModule sets SeededCase.tdir."""
+
+    tdir = None
+
+    def synced(self, **kw):
+        p = Pair(self.tdir, self._testMethodName.replace("test_", ""), **kw)
+        e = merge(p.seed("local", {"INBOX": msgs("in", 3), "Box": msgs("box", 3, ["\\Seen"]),
+                                   "Par": msgs("par", 1), "Par\0kid": msgs("kid", 2)}),
+                  p.seed("remote", {"Other": msgs("other", 2)}))
+        p.sync()
+        p.check(expect=e)
+        return p, e
+
+    def state(self, p):
+        """(local snapshot, remote snapshot, database)."""
+        return snapshot(p.local), snapshot(p.remote), read_db(p.db)
+
+    def assert_unchanged(self, p, before):
+        after = self.state(p)
+        self.assertEqual(before[0], after[0], "local store changed")
+        self.assertEqual(before[1], after[1], "remote store changed")
+        self.assertEqual(before[2], after[2], "database changed")
+
+
 def main(globals_):
     """Runs the calling module's tests (verbose, each timed) after
-    require(); command-line arguments keep only the tests whose id
-    contains one of them (meson splits a script that way)."""
-    import unittest
+    require(); command-line arguments (by hand, or through `meson test
+    --test-args`) keep only the tests whose id contains one of them:
+    Class.test_method runs one.  meson runs a script whole."""
     require()
     log(f"INTERIMAP={INTERIMAP}" + (" (the reference)" if is_reference() else ""))
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[globals_["__name__"]])
@@ -563,7 +490,6 @@ def main(globals_):
 
 
 def _iter(suite):
-    import unittest
     for t in suite:
         if isinstance(t, unittest.TestSuite):
             yield from _iter(t)

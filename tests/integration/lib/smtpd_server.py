@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A real SMTP server for the tests: Python's smtpd (3.11), run as a child
-process by smtpd_lib.SmtpdServer with its options as one JSON argument.
+process by harness.SmtpdServer with its options as one JSON argument.
 It records each message (msg-NNNNN.eml, and .json for the envelope), the
 command batches (batches.log: "MAIL,RCPT,DATA" when pipelined), the
 sessions, RSETs and QUITs, and can refuse a sender, a recipient or a body,

@@ -1,21 +1,17 @@
 """Shared pieces of the test_pullimap*.py scripts: a source store (a Dovecot
 tunnel), a Dovecot daemon whose LMTP service delivers into a second store,
-a small real SMTP server (Python's smtpd, 3.11), and ways to run $PULLIMAP
-(set by meson) or the reference /usr/bin/pullimap on a config section and
-to read the statefile and the destination stores back."""
+a small real SMTP server (h.SmtpdServer), and ways to run $PULLIMAP (set
+by meson) or the reference /usr/bin/pullimap on a config section (an
+h.Result) and to read the statefile and the destination stores back."""
 
-import imaplib
 import os
 import re
 import signal
 import struct
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness as h  # noqa: E402
-import smtpd_lib  # noqa: E402
+import harness as h
 
 PULLIMAP = os.environ.get("PULLIMAP", "")
 REFERENCE = "/usr/bin/pullimap"
@@ -32,14 +28,12 @@ def have_reference():
     return os.access(REFERENCE, os.X_OK) and h.have_reference()
 
 
-def message(n, body=b"Hello.\r\n", sender=None, frm=b"Alice <alice@example.org>", extra=b""):
-    """A CRLF message whose first header is X-Test-Id: N (so the headers
-    Dovecot's LMTP prepends can be cut off)."""
-    head = b"X-Test-Id: %d\r\nFrom: %s\r\n" % (n, frm)
-    if sender is not None:
-        head += b"Sender: " + sender + b"\r\n"
-    head += b"To: bob@example.org\r\nSubject: message %d\r\nMessage-ID: <m%d@example.org>\r\n" % (n, n) + extra
-    return head + b"\r\n" + body
+def message(n, body=b"Hello.\r\n", sender=None, frm=b"Alice <alice@example.org>"):
+    """A CRLF message (h.make_message) whose first header is X-Test-Id: N
+    (so the headers Dovecot's LMTP prepends can be cut off)."""
+    head = [b"X-Test-Id: %d" % n, b"From: " + frm] + ([b"Sender: " + sender] if sender is not None else [])
+    head += [b"To: bob@example.org", b"Subject: message %d" % n, b"Message-ID: <m%d@example.org>" % n]
+    return h.make_message(head=head, body=body)
 
 
 def test_id(stored):
@@ -112,14 +106,8 @@ class Env:
         return [exe or PULLIMAP, f"--config={config}", *args, section]
 
     def run(self, config, *args, exe=None, section=SECTION, timeout=120):
-        argv = self.argv(config, *args, exe=exe, section=section)
-        start = time.monotonic()
-        try:
-            r = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, env=self.env())
-            res = Result(argv, r.returncode, r.stdout, r.stderr, time.monotonic() - start)
-        except subprocess.TimeoutExpired as e:
-            res = Result(argv, "TIMEOUT", e.stdout or b"", e.stderr or b"", time.monotonic() - start)
-        return res
+        """Runs pullimap (or exe) on the section; returns its h.Result."""
+        return h.run(self.argv(config, *args, exe=exe, section=section), timeout=timeout, env=self.env())
 
     def spawn(self, config, *args, exe=None, section=SECTION):
         log = open(os.path.join(self.t.path, f"spawn-{time.monotonic_ns()}.log"), "w+b")
@@ -154,52 +142,17 @@ class Env:
         return self.src.messages("INBOX")
 
     def imap(self, user=None):
-        """An imaplib connection to the daemon as `user` (default alice)."""
-        m = imaplib.IMAP4(self.d.host, self.d.imap_port, timeout=60)
-        user = user or self.alice
-        m.login(user, self.d.users[user])
-        return m
+        """An h.Imap on the daemon as `user` (default alice)."""
+        return h.Imap(self.d, user=user or self.alice)
 
     def inbox(self, user=None):
         """[stored bytes] of user's INBOX on the LMTP daemon, by UID."""
-        m = self.imap(user)
-        try:
-            typ, data = m.select("INBOX", readonly=True)
-            if typ != "OK" or int(data[0]) == 0:
-                return []
-            typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[])")
-            got = h._parse_fetch(data)
-            return [got[uid][1] for uid in sorted(got)]
-        finally:
-            m.logout()
+        with self.imap(user) as m:
+            got = m.messages("INBOX")
+        return [got[uid][1] for uid in sorted(got)]
 
     def delivered_ids(self, user=None):
         return [test_id(s) for s in self.inbox(user)]
-
-
-class Result:
-    def __init__(self, argv, rc, out, err, seconds):
-        self.argv, self.rc, self.seconds = argv, rc, seconds
-        self.out = out.decode("utf-8", "replace")
-        self.err = err.decode("utf-8", "replace")
-
-    def describe(self):
-        return (f"$ {' '.join(self.argv)}\nexit {self.rc} after {self.seconds:.1f}s\n--- stdout\n{self.out}"
-                f"--- stderr\n{self.err[-6000:]}---")
-
-    def error_lines(self):
-        return [l for l in self.err.splitlines() if "ERROR" in l]
-
-
-def wait_for(pred, timeout, what, step=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def stop(p, sig=signal.SIGTERM, timeout=10):
@@ -217,12 +170,7 @@ def output(p):
     return p.log.read().decode("utf-8", "replace")
 
 
-# A real SMTP server (smtpd_lib): pullimap's tests want it with PIPELINING
-# and 8BITMIME.
-
-def have_smtpd():
-    return smtpd_lib.available()
-
+# The SMTP server: pullimap's tests want it with PIPELINING (and 8BITMIME).
 
 def Smtpd(t, **opts):  # noqa: N802
-    return smtpd_lib.SmtpdServer(t, **dict({"pipelining": True}, **opts))
+    return h.SmtpdServer(t, **dict({"pipelining": True}, **opts))

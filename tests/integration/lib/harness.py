@@ -13,13 +13,26 @@ keep the directories for a post-mortem.
                    optionally LMTP, a self-signed certificate and a
                    passwd-file user database
     Microsocks     a SOCKS5 proxy, with or without username/password
+    SmtpdServer    a real SMTP server (Python's smtpd, smtpd_server.py)
     run_probe      runs $IMAP_PROBE (set by meson) on a configuration file
     run_reference  the same connection through the reference's Perl
                    library (Net::IMAP::InterIMAP 0.5.7), as an oracle
 
-Both kinds of store can be inspected and seeded independently of the
-project's code through Python's imaplib (`with store.imap() as m`,
-`store.append`, `store.mailboxes`, `store.status`, `store.messages`).
+The one vocabulary of every test script (and of synclib, watchlib,
+pulllib, crashlib):
+
+    Result         what a program did: argv, rc ('TIMEOUT' on timeout),
+                   out, err, seconds; describe(), error_lines()
+    run            runs a program and returns its Result
+    wait_until     polls a condition; returns the seconds it took
+    make_message   an RFC 5322 message (bytes, CRLF)
+    Imap           one imaplib connection to a store, for seeding,
+                   editing and reading it independently of the project's
+                   code (`with h.Imap(store) as m: m.append(...)`);
+                   stores also have one-connection shortcuts
+                   (`store.append`, `store.mailboxes`, `store.status`,
+                   `store.messages`) and `with store.imap() as m` gives
+                   the imaplib object itself
 
 A test that needs a missing tool calls require(...), which exits 77
 (SKIP for meson) unless CI=true, where a missing tool is a failure.
@@ -45,6 +58,7 @@ import contextlib
 import grp
 import hashlib
 import imaplib
+import json
 import os
 import pwd
 import re
@@ -273,19 +287,36 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+def wait_until(what, predicate, timeout, watcher=None, interval=0.1, error=AssertionError):
+    """Calls predicate() every interval seconds until it returns a true
+    value; returns the seconds it took.  Raises error naming what after
+    timeout seconds, or at once when watcher (an object with
+    assert_alive(what) and describe(), e.g. a watchlib.Watcher) died."""
+    t0 = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - t0
+        if watcher is not None:
+            watcher.assert_alive(f"while waiting for: {what}")
+        if time.monotonic() - t0 > timeout:
+            extra = ("\n" + watcher.describe()) if watcher is not None else ""
+            raise error(f"not within {timeout:.1f}s: {what}{extra}")
+        time.sleep(interval)
+
+
 def wait_for_ports(ports, proc=None, timeout=15, what="server"):
     """Waits until every port accepts a connection; fails early if proc exits."""
-    deadline = time.monotonic() + timeout
     pending = list(ports)
-    while pending:
+
+    def listening():
         if proc is not None and proc.poll() is not None:
             raise HarnessError(f"{what} exited with status {proc.returncode} before listening")
-        if port_open(pending[0]):
+        while pending and port_open(pending[0]):
             pending.pop(0)
-            continue
-        if time.monotonic() > deadline:
-            raise HarnessError(f"{what}: port(s) {pending} not accepting connections after {timeout}s")
-        time.sleep(0.02)
+        return not pending
+
+    wait_until(f"{what}: port(s) {pending} accepting connections", listening, timeout, interval=0.02,
+               error=HarnessError)
 
 
 class Process:
@@ -410,85 +441,153 @@ def _parse_list(data):
     return out
 
 
-class ImapInspector:
-    """Seeding and inspection through imaplib, independent of our code.
-    Subclasses provide _connect() returning an authenticated imaplib object."""
+class Imap:
+    """One imaplib connection to a store (a TunnelStore, or a DovecotDaemon
+    as its default user or as user=..., password=...), for seeding,
+    editing and reading it independently of the project's code:
 
-    @contextlib.contextmanager
-    def imap(self):
-        m = self._connect()
+        with h.Imap(store) as m:
+            uid = m.append("INBOX", msg, flags=["\\Seen"])
+            m.flag("INBOX", [uid], "+FLAGS", ["\\Flagged"])
+            m.messages("INBOX")     # {uid: (sorted flags, body)}
+
+    Mailbox names are quoted here; every command must answer OK (else
+    HarnessError).  m.m is the imaplib object, for anything else."""
+
+    def __init__(self, store, **login):
+        self.store, self.login = store, login
+        self.m = None
+
+    def __enter__(self):
+        self.m = self.store._connect(**self.login)
+        return self
+
+    def __exit__(self, *exc):
         try:
-            yield m
-        finally:
-            try:
-                m.logout()
-            except Exception:
-                pass
+            self.m.logout()
+        except Exception:
+            pass
 
-    @staticmethod
-    def _check(typ, data, what):
+    def _ok(self, typ, data, what):
         if typ != "OK":
-            raise HarnessError(f"imaplib {what}: {typ} {data!r}")
+            raise HarnessError(f"{self.store.name}: {what}: {typ} {data!r}")
         return data
 
-    def create(self, mailbox):
-        with self.imap() as m:
-            self._check(*m.create(imap_quote(mailbox)), f"CREATE {mailbox}")
+    def create(self, name):
+        self._ok(*self.m.create(imap_quote(name)), f"CREATE {name}")
+
+    def delete(self, name):
+        self._ok(*self.m.delete(imap_quote(name)), f"DELETE {name}")
+
+    def subscribe(self, name, on=True):
+        if on:
+            self._ok(*self.m.subscribe(imap_quote(name)), f"SUBSCRIBE {name}")
+        else:
+            self._ok(*self.m.unsubscribe(imap_quote(name)), f"UNSUBSCRIBE {name}")
 
     def append(self, mailbox, message, flags=(), date=None, create=False):
-        """Appends bytes; returns the new UID (from APPENDUID)."""
+        """Appends bytes (or text); returns the new UID (from APPENDUID).
+        create: CREATE the mailbox first (unless INBOX), whatever the answer."""
         if isinstance(message, str):
             message = message.encode()
-        with self.imap() as m:
-            if create and mailbox.upper() != "INBOX":
-                m.create(imap_quote(mailbox))
-            flag_str = "(" + " ".join(flags) + ")" if flags else None
-            typ, data = m.append(imap_quote(mailbox), flag_str, date, message)
-            self._check(typ, data, f"APPEND {mailbox}")
-            mo = re.search(rb"APPENDUID (\d+) (\d+)", data[0] or b"")
-            return int(mo.group(2)) if mo else None
+        if create and mailbox.upper() != "INBOX":
+            self.m.create(imap_quote(mailbox))
+        fl = "(" + " ".join(flags) + ")" if flags else None
+        data = self._ok(*self.m.append(imap_quote(mailbox), fl, date, message), f"APPEND {mailbox}")
+        mo = re.search(rb"APPENDUID (\d+) (\d+)", data[0] or b"")
+        return int(mo.group(2)) if mo else None
 
-    def append_many(self, mailbox, messages, create=False):
-        """Appends each message over one connection; returns their UIDs."""
-        uids = []
-        with self.imap() as m:
-            if create and mailbox.upper() != "INBOX":
-                m.create(imap_quote(mailbox))
-            for msg in messages:
-                if isinstance(msg, str):
-                    msg = msg.encode()
-                typ, data = m.append(imap_quote(mailbox), None, None, msg)
-                self._check(typ, data, f"APPEND {mailbox}")
-                mo = re.search(rb"APPENDUID (\d+) (\d+)", data[0] or b"")
-                uids.append(int(mo.group(2)) if mo else None)
-        return uids
+    def select(self, mailbox, readonly=False):
+        """SELECT (EXAMINE when readonly); returns the number of messages."""
+        data = self._ok(*self.m.select(imap_quote(mailbox), readonly=readonly),
+                        f"{'EXAMINE' if readonly else 'SELECT'} {mailbox}")
+        return int(data[0])
 
-    def mailboxes(self, pattern="*"):
+    def uids(self, mailbox):
+        self.select(mailbox)
+        data = self._ok(*self.m.uid("SEARCH", "ALL"), "UID SEARCH")
+        return [int(x) for x in data[0].split()]
+
+    def flag(self, mailbox, uids, op, flags):
+        """UID STORE uids op (flags); op is +FLAGS, -FLAGS or FLAGS."""
+        self.select(mailbox)
+        uidset = ",".join(str(u) for u in uids) if not isinstance(uids, str) else uids
+        self._ok(*self.m.uid("STORE", uidset, op + ".SILENT", "(" + " ".join(flags) + ")"),
+                 f"UID STORE {uidset} {op}")
+
+    def expunge(self, mailbox, uids):
+        self.flag(mailbox, uids, "+FLAGS", ["\\Deleted"])
+        uidset = ",".join(str(u) for u in uids)
+        self._ok(*self.m.uid("EXPUNGE", uidset), f"UID EXPUNGE {uidset}")
+
+    def list(self, reference="", pattern="*"):
         """[(name, delimiter, [LIST flags])] as the server lists them."""
-        with self.imap() as m:
-            data = self._check(*m.list('""', imap_quote(pattern)), "LIST")
-            return _parse_list(data)
+        return _parse_list(self._ok(*self.m.list(imap_quote(reference), imap_quote(pattern)), "LIST"))
+
+    def lsub(self, reference="", pattern="*"):
+        """[(name, delimiter, [LSUB flags])]: the subscribed mailboxes."""
+        return _parse_list(self._ok(*self.m.lsub(imap_quote(reference), imap_quote(pattern)), "LSUB"))
 
     def status(self, mailbox):
         """{'MESSAGES': n, 'UIDNEXT': n, 'UIDVALIDITY': n, 'HIGHESTMODSEQ': n}."""
-        with self.imap() as m:
-            data = self._check(*m.status(imap_quote(mailbox), "(MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"),
-                               f"STATUS {mailbox}")
-            # imaplib gives b'"name" (MESSAGES 1 ...)' (or a tuple when the name is a literal)
-            line = b"".join(x if isinstance(x, bytes) else x[0] + x[1] for x in data if x)
-            items = re.search(rb"\(([^()]*)\)\s*$", line).group(1).split()
-            return {items[i].decode().upper(): int(items[i + 1]) for i in range(0, len(items), 2)}
+        data = self._ok(*self.m.status(imap_quote(mailbox), "(MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"),
+                        f"STATUS {mailbox}")
+        # imaplib gives b'"name" (MESSAGES 1 ...)' (or a tuple when the name is a literal)
+        line = b"".join(x if isinstance(x, bytes) else x[0] + x[1] for x in data if x)
+        items = re.search(rb"\(([^()]*)\)\s*$", line).group(1).split()
+        return {items[i].decode().upper(): int(items[i + 1]) for i in range(0, len(items), 2)}
 
     def messages(self, mailbox):
         """{uid: (sorted flags, body bytes)} of every message, read with EXAMINE."""
-        with self.imap() as m:
-            typ, data = m.select(imap_quote(mailbox), readonly=True)
-            self._check(typ, data, f"EXAMINE {mailbox}")
-            if int(data[0]) == 0:
-                return {}
-            typ, data = m.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
-            self._check(typ, data, "UID FETCH")
-            return _parse_fetch(data)
+        if self.select(mailbox, readonly=True) == 0:
+            return {}
+        return _parse_fetch(self._ok(*self.m.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])"), "UID FETCH"))
+
+
+class ImapInspector:
+    """A store's one-connection shortcuts, each through an Imap.
+    Subclasses provide _connect() returning an authenticated imaplib object."""
+
+    def session(self, **login):
+        """An Imap on this store: `with store.session() as m: ...`."""
+        return Imap(self, **login)
+
+    @contextlib.contextmanager
+    def imap(self):
+        """The imaplib object itself, for raw commands."""
+        with Imap(self) as m:
+            yield m.m
+
+    def create(self, mailbox):
+        with Imap(self) as m:
+            m.create(mailbox)
+
+    def append(self, mailbox, message, flags=(), date=None, create=False):
+        """Appends bytes; returns the new UID (from APPENDUID)."""
+        with Imap(self) as m:
+            return m.append(mailbox, message, flags, date, create=create)
+
+    def append_many(self, mailbox, messages, create=False):
+        """Appends each message over one connection; returns their UIDs."""
+        with Imap(self) as m:
+            if create and mailbox.upper() != "INBOX":
+                m.m.create(imap_quote(mailbox))
+            return [m.append(mailbox, msg) for msg in messages]
+
+    def mailboxes(self, pattern="*"):
+        """[(name, delimiter, [LIST flags])] as the server lists them."""
+        with Imap(self) as m:
+            return m.list("", pattern)
+
+    def status(self, mailbox):
+        """{'MESSAGES': n, 'UIDNEXT': n, 'UIDVALIDITY': n, 'HIGHESTMODSEQ': n}."""
+        with Imap(self) as m:
+            return m.status(mailbox)
+
+    def messages(self, mailbox):
+        """{uid: (sorted flags, body bytes)} of every message, read with EXAMINE."""
+        with Imap(self) as m:
+            return m.messages(mailbox)
 
     def sha256s(self, mailbox):
         """{uid: sha256 hex of the body}."""
@@ -543,7 +642,7 @@ class TunnelStore(ImapInspector):
         self.log_path = os.path.join(self.root, "imap.log")
         self.separator = separator
         self.user = service_user()
-        conf = (f"# TunnelStore {name}: written by tests/integration/harness.py\n"
+        conf = (f"# TunnelStore {name}: written by tests/integration/lib/harness.py\n"
                 "ssl = no\n"
                 f"base_dir = {self.root}/run\n"
                 f"state_dir = {self.root}/state\n"
@@ -691,7 +790,7 @@ class DovecotDaemon(ImapInspector):
     def _config(self):
         acct = self.account
         lines = [
-            f"# DovecotDaemon {self.name}: written by tests/integration/harness.py",
+            f"# DovecotDaemon {self.name}: written by tests/integration/lib/harness.py",
             "protocols = imap" + (" lmtp" if self.lmtp else ""),
             "listen = 127.0.0.1",
             f"base_dir = {self.root}/run",
@@ -825,9 +924,9 @@ class DovecotDaemon(ImapInspector):
     def _connect(self, user=None, password=None):
         ctx = ssl.create_default_context(cafile=self.cert) if self.ssl else None
         if self.ssl:
-            m = imaplib.IMAP4_SSL(self.host, self.imaps_port, ssl_context=ctx, timeout=30)
+            m = imaplib.IMAP4_SSL(self.host, self.imaps_port, ssl_context=ctx, timeout=60)
         else:
-            m = imaplib.IMAP4(self.host, self.imap_port, timeout=30)
+            m = imaplib.IMAP4(self.host, self.imap_port, timeout=60)
         u = user or self.user
         m.login(u, password if password is not None else self.users[u])
         return m
@@ -894,6 +993,88 @@ class Microsocks:
 
 
 # ---------------------------------------------------------------------------
+# An SMTP server
+
+SMTPD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "smtpd_server.py")
+
+
+def have_smtpd():
+    """Whether this Python has smtpd (removed in 3.12), which SmtpdServer runs."""
+    try:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import smtpd  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+class SmtpdServer:
+    """A real SMTP server (smtpd_server.py: Python's smtpd, 3.11) on a free
+    port of host (127.0.0.1 or ::1); options as smtpd_server.py takes them
+    (pipelining, eightbitmime, refuse_from, refuse_rcpt, refuse_body,
+    one_per_session).  `spool` holds what it received; stop() is
+    automatic at exit."""
+
+    _count = 0
+
+    def __init__(self, t, host="127.0.0.1", **opts):
+        SmtpdServer._count += 1
+        self.host = host
+        self.spool = t.sub(f"smtpd-{SmtpdServer._count}")
+        self.opts = dict(opts, spool=self.spool, host=host)
+        self.script = SMTPD_SCRIPT
+        for attempt in range(4):
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                self.port = s.getsockname()[1]
+            self.opts["port"] = self.port
+            ready = os.path.join(self.spool, "ready")
+            self.process = Process([sys.executable, self.script, json.dumps(self.opts)], "smtpd",
+                                     log_path=os.path.join(self.spool, "stderr.log"))
+            # Not a probe connection: smtpd would count it as a session.
+            try:
+                wait_until("smtpd ready", lambda: os.path.exists(ready) or self.process.poll() is not None, 15,
+                           interval=0.02, error=HarnessError)
+            except HarnessError:
+                pass
+            if os.path.exists(ready):
+                return
+            self.process.stop()  # the port was taken meanwhile: try another
+        raise HarnessError(f"smtpd did not start: {self.read('stderr.log')}")
+
+    def method(self):
+        return f"smtp:[{self.host}]:{self.port}"
+
+    def read(self, name):
+        try:
+            with open(os.path.join(self.spool, name), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def lines(self, name):
+        return self.read(name).splitlines()
+
+    def messages(self):
+        """[(envelope dict, data bytes)] in arrival order."""
+        out = []
+        for name in sorted(os.listdir(self.spool)):
+            if name.endswith(".eml"):
+                with open(os.path.join(self.spool, name), "rb") as f:
+                    data = f.read()
+                with open(os.path.join(self.spool, name[:-4] + ".json")) as f:
+                    env = json.load(f)
+                out.append((env, data))
+        return out
+
+    def stop(self):
+        self.process.stop()
+
+
+# ---------------------------------------------------------------------------
 # Configuration files and imap-probe
 
 def ini_text(sections, default=None):
@@ -921,46 +1102,68 @@ def write_config(tdir, sections, default=None, name=None):
     return path
 
 
-class ProbeResult:
-    def __init__(self, argv, rc, out, err):
-        self.argv, self.rc, self.out, self.err = argv, rc, out, err
+class Result:
+    """What a program did: argv, rc (an int, negative for a signal, or
+    'TIMEOUT'), out and err (text, decoded leniently), seconds."""
+
+    def __init__(self, argv, rc, out, err, seconds=0.0):
+        self.argv, self.rc, self.out, self.err, self.seconds = argv, rc, out, err, seconds
 
     @property
     def lines(self):
         return self.out.splitlines()
 
-    @property
-    def error_line(self):
-        """The last "imap-probe: ..." line of stderr, or ''."""
-        lines = [l for l in self.err.splitlines() if l.startswith("imap-probe: ")]
-        return lines[-1] if lines else ""
+    def error_lines(self):
+        """stderr lines saying ERROR (how interimap and pullimap report errors)."""
+        return [line for line in self.err.splitlines() if "ERROR" in line]
 
     def describe(self):
-        return (f"$ {' '.join(self.argv)}\nexit status {self.rc}\n--- stdout\n{self.out}"
-                f"--- stderr\n{self.err[-6000:]}---")
+        return (f"$ {' '.join(self.argv)}\nexit status {self.rc} after {self.seconds:.2f}s\n"
+                f"--- stdout\n{self.out[-6000:]}--- stderr\n{self.err[-6000:]}---")
 
     def __repr__(self):
         return self.describe()
 
 
+def _kill_group(p):
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run(argv, timeout=60, env=None, shown=None, cls=Result):
+    """Runs argv (stdin /dev/null, in its own process group, env: the whole
+    environment or None for ours) and returns a cls (Result) with argv
+    shown as `shown` if given.  On timeout the group is killed and rc is
+    'TIMEOUT'."""
+    argv = [str(a) for a in argv]
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        _kill_group(p)
+        out, err = p.communicate()
+        rc = "TIMEOUT"
+    except BaseException:  # e.g. ^C: leave nothing behind
+        _kill_group(p)
+        raise
+    return cls(shown or argv, rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+               time.monotonic() - t0)
+
+
 def run_probe(config, action, *args, section=None, debug=None, timeout=120, env=None):
     """Runs $IMAP_PROBE --config CONFIG [--section S] [--debug N] ACTION ARGS.
-    Returns a ProbeResult (rc, out, err) with text decoded leniently."""
+    Returns its Result."""
     argv = [os.environ["IMAP_PROBE"], "--config", config]
     if section is not None:
         argv += ["--section", section]
     if debug is not None:
         argv += ["--debug", str(debug)]
-    argv += [action] + [str(a) for a in args]
-    try:
-        r = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                           env=env)
-        res = ProbeResult(argv, r.returncode, r.stdout.decode("utf-8", "replace"),
-                          r.stderr.decode("utf-8", "replace"))
-    except subprocess.TimeoutExpired as e:
-        res = ProbeResult(argv, "TIMEOUT", (e.stdout or b"").decode("utf-8", "replace"),
-                          (e.stderr or b"").decode("utf-8", "replace"))
-    return res
+    return run(argv + [action] + list(args), timeout=timeout, env=env)
 
 
 def parse_capabilities(out):
@@ -1002,14 +1205,18 @@ def sha256_hex(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def make_message(subject="test", body="Hello.\r\n", size=None, headers=()):
-    """An RFC 5322 message (bytes, CRLF).  With size, the body is padded with
-    text lines to about that many bytes."""
-    head = [b"From: Alice <alice@example.org>", b"To: Bob <bob@example.org>",
-            b"Subject: " + subject.encode(), b"Date: Mon, 7 Feb 1994 21:52:25 -0800",
-            b"Message-ID: <" + hashlib.sha1(subject.encode() + str(size).encode()).hexdigest().encode()
-            + b"@example.org>"]
-    head += [h.encode() if isinstance(h, str) else h for h in headers]
+def make_message(subject="test", body="Hello.\r\n", size=None, headers=(), head=None):
+    """An RFC 5322 message (bytes, CRLF): From, To, Subject, Date and a
+    Message-ID derived from subject and size, then the extra headers
+    (lines without CRLF), an empty line and body.  head: header lines
+    that replace the first five.  With size, the body is padded with text
+    lines to about that many bytes."""
+    if head is None:
+        head = [b"From: Alice <alice@example.org>", b"To: Bob <bob@example.org>",
+                b"Subject: " + subject.encode(), b"Date: Mon, 7 Feb 1994 21:52:25 -0800",
+                b"Message-ID: <" + hashlib.sha1(subject.encode() + str(size).encode()).hexdigest().encode()
+                + b"@example.org>"]
+    head = [h.encode() if isinstance(h, str) else h for h in list(head) + list(headers)]
     msg = b"\r\n".join(head) + b"\r\n\r\n" + (body.encode() if isinstance(body, str) else body)
     if size is not None and len(msg) < size:
         line = b"0123456789abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\r\n"
@@ -1045,14 +1252,8 @@ def run_reference(config, section, debug=0, timeout=60):
     using the same config file and section: exit 0 and "CAPABILITY ..." /
     "COMPRESS yes|no" on success; exit 1 (fail) or 255 (panic) with
     "SECTION: ERROR: ..." on stderr otherwise."""
-    argv = ["perl", "-e", _REFERENCE_PL, config, section, str(debug)]
-    try:
-        r = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        return ProbeResult(["perl", "<reference>", config, section, str(debug)], r.returncode,
-                           r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace"))
-    except subprocess.TimeoutExpired as e:
-        return ProbeResult(argv[:1] + ["<reference>"] + argv[3:], "TIMEOUT",
-                           (e.stdout or b"").decode("utf-8", "replace"), (e.stderr or b"").decode("utf-8", "replace"))
+    return run(["perl", "-e", _REFERENCE_PL, config, section, debug], timeout=timeout,
+               shown=["perl", "<reference>", config, section, str(debug)])
 
 
 # ---------------------------------------------------------------------------

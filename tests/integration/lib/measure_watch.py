@@ -1,7 +1,7 @@
 """Measures the cost of interimap's long-lived mode on 20 mailboxes (not a
 test: run by hand; prints a table).
 
-    INTERIMAP=/path/to/interimap python3 tests/integration/measure_watch.py [--idle-seconds N]
+    INTERIMAP=/path/to/interimap python3 tests/integration/lib/measure_watch.py [--idle-seconds N]
 
 For the binary in $INTERIMAP (default: ours under $INTERIMAP_BUILD_DIR)
 and /usr/bin/interimap, on two Dovecot TunnelStores with 20 mailboxes of
@@ -36,7 +36,7 @@ MAILBOXES = 20
 
 def make_pair(t, name):
     pair = s.Pair(t, name, remote_opts={"compress": "NO"})
-    with s.Seeder(pair.local) as sl:
+    with h.Imap(pair.local) as sl:
         for i in range(MAILBOXES - 1):
             sl.create(f"box{i:02d}")
         for i in range(MAILBOXES - 1):
