@@ -45,7 +45,7 @@ def main():
     spec = {mb: [(h.make_message(subject=subj, body=f"This is '{subj}'.\r\n"), fl) for subj, fl in msgs]
             for mb, msgs in SAMPLE.items()}
     p.seed("remote", spec)
-    with s.Seeder(p.remote) as sd:
+    with h.Imap(p.remote) as sd:
         for name in SUBSCRIBED:
             sd.subscribe(name)
     print(f"demo: two Dovecot stores under {t.path}; the remote one holds "

@@ -141,9 +141,6 @@ def multiset(msgs):
     return collections.Counter(msgs.values())
 
 
-# The name examples/demo.py uses for h.Imap.
-Seeder = h.Imap
-
 
 # ---------------------------------------------------------------------------
 # The database
