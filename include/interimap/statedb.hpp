@@ -12,7 +12,7 @@
 //   remote(idx, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ)   side; 0/0 initially
 //   mapping(idx, lUID, rUID)              one row per replicated message
 //
-// Invariant (DESIGN.md, "Reliability invariants"): the sync engine commits
+// Invariant (doc/design.md "Reliability invariants"): the sync engine commits
 // a Transaction only after the servers confirmed what it records: a mapping
 // after the APPEND's APPENDUID, a removed mapping after the EXPUNGE on both
 // sides, a new UIDNEXT/HIGHESTMODSEQ after every change below it has been

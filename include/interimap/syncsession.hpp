@@ -11,14 +11,14 @@
 //   s.run();     // one pass; may be called again (--watch)
 //   s.close();   // LOGOUT both
 //
-// Performance (DESIGN.md "Data flow and performance"): both servers are
+// Performance (doc/design.md "Data flow and performance"): both servers are
 // driven at once (one thread per side for connecting, listing and
 // selecting; new messages stream from one side's FETCH to the other side's
 // APPEND through a bounded queue), commands are pipelined by the Mailbox
 // layer, and a pass where nothing changed costs one LIST (with LIST-STATUS)
 // per server and no SELECT.
 //
-// Reliability (DESIGN.md "Reliability invariants"): the database records a
+// Reliability (doc/design.md "Reliability invariants"): the database records a
 // mapping only after the APPENDUID that gave it, forgets one only after the
 // EXPUNGE on both sides, and records a mailbox's UIDNEXT/HIGHESTMODSEQ only
 // once every change below them has been propagated.  A crash at any point

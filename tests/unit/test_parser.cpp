@@ -1,5 +1,5 @@
 // Tables of bytes in -> values out for the IMAP framer and parser
-// (STYLE.md 16), with every split of the input giving the same output.
+// (doc/design.md "Tests"), with every split of the input giving the same output.
 
 #include "imap/parser.hpp"
 
