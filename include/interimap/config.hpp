@@ -1,6 +1,8 @@
 // The INI configuration files of interimap(1) and pullimap(1).
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <interimap/options.hpp>
 
 #include <map>
@@ -18,7 +20,7 @@ namespace interimap {
 // section (or under "[_]") belong to the default section, whose values apply
 // to every other section that does not set them.  A repeated option keeps
 // its last value; a repeated section merges into the first.
-class Config {
+class INTERIMAP_API Config {
  public:
   // Reads and parses a file.  Throws ConfigError naming the file and line.
   static Config load(const std::string& path);
@@ -68,7 +70,7 @@ class Config {
 // a plain 'v').  "\0" is NUL, standing for the hierarchy delimiter.  Throws
 // ConfigError "Invalid value for WHAT: VALUE (REASON at offset N)" on an empty
 // value, unterminated quotes, bad escapes, 8-bit or unexpected characters.
-std::vector<std::string> split_list_mailbox(std::string_view value, std::string_view what = "list-mailbox");
+INTERIMAP_API std::vector<std::string> split_list_mailbox(std::string_view value, std::string_view what = "list-mailbox");
 
 // The option names each program accepts in the sections it reads (the
 // reference's read_config refuses any other, exact case): the connection
@@ -78,15 +80,15 @@ std::vector<std::string> split_list_mailbox(std::string_view value, std::string_
 //                 list-mailbox, list-select-opts, ignore-mailbox;
 //   pullimap(1):  statefile, mailbox, deliver-method, deliver-ehlo,
 //                 deliver-rcpt, purge-after.
-bool is_interimap_option(std::string_view name);
-bool is_pullimap_option(std::string_view name);
+INTERIMAP_API bool is_interimap_option(std::string_view name);
+INTERIMAP_API bool is_pullimap_option(std::string_view name);
 
 // $XDG_CONFIG_HOME (or ~/.config) and $XDG_DATA_HOME (or ~/.local/share);
 // an empty variable counts as unset.  Nothing is created.
-std::string xdg_config_home();
-std::string xdg_data_home();
+INTERIMAP_API std::string xdg_config_home();
+INTERIMAP_API std::string xdg_data_home();
 // `path` if absolute, else `base`/`path`.
-std::string resolve_path(const std::string& base, const std::string& path);
+INTERIMAP_API std::string resolve_path(const std::string& base, const std::string& path);
 
 // Where `program` ("interimap" or "pullimap") keeps a file, as the
 // reference's xdg_basedir(): `path` as is when absolute, creating nothing;
@@ -94,11 +96,11 @@ std::string resolve_path(const std::string& base, const std::string& path);
 // the statefile) must be an existing directory and BASE/PROGRAM is created
 // with mode 0700 when missing.  Throws Error "No such directory: BASE" or
 // "Couldn't create BASE/PROGRAM: REASON".
-std::string xdg_basedir(std::string_view program, const std::string& base, const std::string& path);
+INTERIMAP_API std::string xdg_basedir(std::string_view program, const std::string& base, const std::string& path);
 
 // The configuration file of `program`: `file` (--config; default
 // "config") as is when absolute, else under xdg_config_home()/PROGRAM.
 // Nothing is checked or created (Config::load() reports a missing file).
-std::string config_path(std::string_view program, const std::optional<std::string>& file);
+INTERIMAP_API std::string config_path(std::string_view program, const std::optional<std::string>& file);
 
 }  // namespace interimap

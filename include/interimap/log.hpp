@@ -1,6 +1,8 @@
 // Logging: one line per message, prefixed per the log-prefix option.
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <cstdio>
 #include <cstdint>
 #include <memory>
@@ -16,7 +18,7 @@ enum class LogLevel { Error, Warning, Info, Debug };
 // %X being non-empty (X is n or m; conditionals nest), %% a literal percent;
 // \&, \? and \\ escape.  Anything else after '%' or '\', an unescaped '&' or
 // '?' outside a conditional, or a control character is malformed.
-class LogPrefix {
+class INTERIMAP_API LogPrefix {
  public:
   // The reference's default: "%?n?%?m?%n(%m)&%n?: ?".
   static constexpr std::string_view kDefault = "%?n?%?m?%n(%m)&%n?: ?";
@@ -37,7 +39,7 @@ class LogPrefix {
 // timestamp ("%b %e %H:%M:%S.uuuuuu "); Debug lines then go to the file only,
 // the others to the file and to stderr (as the reference does).  Not
 // thread-safe.
-class Logger {
+class INTERIMAP_API Logger {
  public:
   Logger() = default;
   // quiet: drop Info messages; debug: 0 none, 1 traffic, 2 traffic with credentials.

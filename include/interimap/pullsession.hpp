@@ -4,6 +4,8 @@
 // purging old messages and watching the mailbox with IDLE.
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <interimap/config.hpp>
 #include <interimap/log.hpp>
 #include <interimap/options.hpp>
@@ -21,7 +23,7 @@ namespace interimap {
 
 // One pullimap account: the options of its configuration section plus the
 // command line's.  Defaults are those of pullimap(1) 0.5.7.
-struct PullOptions {
+struct INTERIMAP_API PullOptions {
   // The configuration section (SECTION on the command line): the name in
   // log lines and error messages, and the default statefile name.
   std::string section;
@@ -68,7 +70,7 @@ struct PullOptions {
   static PullOptions from_config(const Config& config, std::string_view section);
 };
 
-class PullSession {
+class INTERIMAP_API PullSession {
  public:
   // The logger must outlive the session.  Nothing happens until run().
   PullSession(PullOptions options, Logger& logger);

@@ -23,6 +23,8 @@
 // locked exclusively for the lifetime of the object).
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <interimap/error.hpp>
 
 #include <array>
@@ -52,7 +54,7 @@ constexpr std::string_view to_string(Side side) noexcept { return side == Side::
 // A database failure.  what() names the database file and, for SQLite
 // errors, the operation and SQLite's own message:
 // "/home/u/.local/share/interimap/host.db: add mapping: UNIQUE constraint failed: mapping.idx, mapping.rUID".
-class StateError : public Error {
+class INTERIMAP_API StateError : public Error {
  public:
   explicit StateError(const std::string& message, int sqlite_code = 0) : Error(message), sqlite_code_(sqlite_code) {}
   // SQLite's extended result code, or 0 when the error did not come from SQLite.
@@ -65,7 +67,7 @@ class StateError : public Error {
 // Another process holds the database (an interimap already running on it).
 // Raised by the constructor within StateOptions::busy_timeout, before any
 // network traffic, so that the second process fails at once.
-class StateLockedError : public StateError {
+class INTERIMAP_API StateLockedError : public StateError {
  public:
   using StateError::StateError;
 };
@@ -73,7 +75,7 @@ class StateLockedError : public StateError {
 // rename_mailbox() would overwrite an existing mailbox.  mailbox() is the
 // conflicting name in the database's form (NUL as hierarchy delimiter), for
 // the caller to print with the server's delimiter.
-class MailboxExistsError : public StateError {
+class INTERIMAP_API MailboxExistsError : public StateError {
  public:
   MailboxExistsError(const std::string& message, std::string mailbox)
       : StateError(message), mailbox_(std::move(mailbox)) {}
@@ -131,7 +133,7 @@ struct Mapping {
 
 enum class UidOrder { Ascending, Descending };
 
-class StateDB {
+class INTERIMAP_API StateDB {
  public:
   class Transaction;
 
@@ -297,7 +299,7 @@ class StateDB {
 // destruction unless commit() succeeded.  Commit only after the servers
 // confirmed what the transaction records (see the invariant above): an
 // exception between the IMAP command and the commit then rolls it back.
-class StateDB::Transaction {
+class INTERIMAP_API StateDB::Transaction {
  public:
   ~Transaction();
   Transaction(const Transaction&) = delete;

@@ -9,6 +9,8 @@
 // and fd() are for the thread that waits.
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <initializer_list>
 #include <memory>
 
@@ -23,7 +25,7 @@ namespace interimap {
 // confirmed work.  Interrupted system calls restart (SA_RESTART).  One
 // instance at a time (std::logic_error otherwise); the destructor restores
 // the previous dispositions.  Throws Error when the pipe cannot be made.
-class StopSignals {
+class INTERIMAP_API StopSignals {
  public:
   // SIGTERM, SIGINT and SIGHUP (interimap's).
   StopSignals();

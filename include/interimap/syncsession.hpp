@@ -34,6 +34,8 @@
 // joins its own helper threads.
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <interimap/config.hpp>
 #include <interimap/connection.hpp>
 #include <interimap/error.hpp>
@@ -52,7 +54,7 @@ namespace interimap {
 // An error that ends the run, with the component the reference names in
 // its "NAME: ERROR: MESSAGE" line: "local", "remote", "database", or ""
 // (no name).  what() is the message alone.
-class SyncError : public Error {
+class INTERIMAP_API SyncError : public Error {
  public:
   SyncError(std::string component, const std::string& message) : Error(message), component_(std::move(component)) {}
   const std::string& component() const noexcept { return component_; }
@@ -79,7 +81,7 @@ struct SyncTargets {
 // (from_config()) and what the command line asks.  Defaults are those of
 // interimap(1) 0.5.7.  Logging (log-prefix, logfile, --quiet, --debug) is
 // the Logger's business: configure it before the session (configure_logger()).
-struct SyncSettings {
+struct INTERIMAP_API SyncSettings {
   // ---- From the command line.
   SyncMode mode = SyncMode::Sync;
   // MAILBOX arguments, with the local hierarchy delimiter: the mailboxes to
@@ -136,7 +138,7 @@ struct SyncSettings {
   void configure_logger(Logger& logger) const;
 };
 
-class SyncSession {
+class INTERIMAP_API SyncSession {
  public:
   // Checks the settings (std::invalid_argument: Delete without mailboxes,
   // Rename without exactly two; ConfigError: a bad ignore-mailbox).

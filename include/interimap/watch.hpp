@@ -25,6 +25,8 @@
 // a pipe.
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <interimap/log.hpp>
 #include <interimap/stop_signals.hpp>
 #include <interimap/syncsession.hpp>
@@ -51,6 +53,6 @@ struct WatchOptions {
 // by the server..." when a connection is lost while waiting; the caller
 // reports it and exits non-zero, and the next run resumes from the
 // database, which only records confirmed work.
-void watch(SyncSession& session, const WatchOptions& options, const StopSignals& stop, Logger& logger);
+INTERIMAP_API void watch(SyncSession& session, const WatchOptions& options, const StopSignals& stop, Logger& logger);
 
 }  // namespace interimap
