@@ -175,9 +175,8 @@ class Mailbox {
   // name as on the wire (modified UTF-7); "INBOX" in any case means INBOX.
   // The connection must outlive the Mailbox.  Several Mailbox objects may
   // exist per connection; at most one is selected at a time (selecting one
-  // deselects the others).  Mailbox takes over the connection's untagged
-  // handler (detail::imap::Client::set_untagged_handler) to record what the
-  // server announces; do not install another one while Mailboxes are in use.
+  // deselects the others).  What the server announces unasked about the
+  // selected mailbox goes to that Mailbox's state.
   Mailbox(Connection& connection, std::string wire_name);
   ~Mailbox();
   Mailbox(Mailbox&&) noexcept;
@@ -356,7 +355,6 @@ class Mailbox {
   std::vector<uint32_t> append_impl(const std::vector<AppendMessage>& messages, std::vector<AppendMessage>* owned,
                                     const AppendedCallback& on_batch, const AppendOptions& options);
   struct State;
-  struct ConnectionState;
   void open(bool examine, const std::optional<QresyncParams>& qresync);
 
   Connection* connection_;

@@ -2,6 +2,8 @@
 #include <interimap/mailbox.hpp>
 
 #include "imap/client.hpp"
+#include "imap/connection_internal.hpp"
+#include "imap/mailbox_session.hpp"
 #include "util/uidset.hpp"
 #include "util/utf7.hpp"
 
@@ -16,13 +18,13 @@
 #include <exception>
 #include <limits>
 #include <map>
-#include <mutex>
 #include <stdexcept>
-#include <unordered_map>
 
 namespace interimap {
 
+using detail::imap::BodyQueue;
 using detail::imap::Client;
+using detail::imap::ConnectionInternal;
 using detail::imap::Command;
 using detail::imap::EsearchData;
 using detail::imap::ExistsData;
@@ -30,6 +32,7 @@ using detail::imap::ExpungeData;
 using detail::imap::FetchData;
 using detail::imap::FlagsData;
 using detail::imap::LiteralSink;
+using detail::imap::MailboxSession;
 using detail::imap::RecentData;
 using detail::imap::Response;
 using detail::imap::ResponseCode;
@@ -196,35 +199,6 @@ class Window {
   std::exception_ptr error_;
 };
 
-// FETCH bodies stream here instead of into the framed response: one buffer
-// per message, queued in arrival order (several may be framed by one read
-// before they are dispatched) and taken, in the same order, by whichever
-// handler gets the FETCH response: every response with a streamed body
-// takes exactly one.  One queue per connection, so that the FETCH of an
-// abandoned fetch_messages() and the next one cannot mix bodies up.
-// Memory: the messages of one read buffer plus the one in progress.
-class BodyQueue final : public LiteralSink {
- public:
-  void begin(uint64_t size) override {
-    bodies_.emplace_back();
-    // A bogus size must not make us allocate it up front.
-    bodies_.back().reserve(static_cast<size_t>(std::min<uint64_t>(size, 64u << 20)));
-  }
-  void data(std::string_view chunk) override { bodies_.back().append(chunk); }
-  void end() override {}
-  // The oldest body; nullopt if none is queued (a bug: the framer and the
-  // dispatcher disagree).
-  std::optional<std::string> take() {
-    if (bodies_.empty()) return std::nullopt;
-    std::string body = std::move(bodies_.front());
-    bodies_.pop_front();
-    return body;
-  }
-
- private:
-  std::deque<std::string> bodies_;
-};
-
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -323,45 +297,19 @@ std::vector<uint32_t> UidSet::to_vector() const {
 std::string UidSet::to_string() const { return to_detail(*this).to_string(); }
 
 // ---------------------------------------------------------------------------
-// Per-connection state
-
-// What the Mailbox layer knows about one connection: whether QRESYNC is
-// enabled, and which mailbox is selected (RFC 3501 allows one at a time).
-// It is owned by the untagged handler it installs on the Client, so it dies
-// with the Client; the registry only holds weak references, and a token
-// owned by the handler alone tells whether the handler is still installed,
-// so a Client reallocated at the same address, or one whose handler was
-// replaced, starts afresh.
-struct Mailbox::ConnectionState {
-  bool qresync = false;
-  // Whether the server has a mailbox selected (ours or not): the next
-  // SELECT then closes it with [CLOSED] (RFC 7162 3.2.11).
-  bool server_selected = false;
-  // The Mailbox state the server's mailbox-related responses go to.
-  std::weak_ptr<State> selected;
-  std::weak_ptr<const int> handler_alive;
-  BodyQueue bodies;
-  // Commands an operation left unanswered when an exception cut it short.
-  // Servers may run pipelined commands in parallel and interleave their
-  // untagged responses (RFC 3501 5.5; Dovecot does so with FETCH), so the
-  // next operation first waits for these: an abandoned FETCH must not
-  // swallow the next one's responses.
-  std::vector<uint64_t> abandoned;
-
-  static std::shared_ptr<ConnectionState> of(Client& client);
-};
+// Per-connection state: the Client's MailboxSession (imap/mailbox_session.hpp)
 
 // One mailbox's view of the server: what SELECT reported, raised by what
 // arrives later, and the changes not yet taken (the reference's _VANISHED
 // and _MODIFIED).
-struct Mailbox::State {
+struct Mailbox::State final : detail::imap::SelectedMailbox {
   struct Change {
     uint64_t modseq = 0;
     std::optional<std::vector<std::string>> flags;
   };
 
   Client* client = nullptr;
-  std::shared_ptr<ConnectionState> conn;
+  MailboxSession* conn = nullptr;  // the client's
   std::string wire;
   std::string display;  // UTF-8 for messages
 
@@ -384,7 +332,7 @@ struct Mailbox::State {
   std::string where() const { return fmt::format("{}: {}", client->name(), display); }
 
   // Waits for the commands an earlier operation abandoned (see
-  // ConnectionState::abandoned); every operation starts with it.
+  // MailboxSession::abandoned); every operation starts with it.
   void settle() {
     auto& pending = conn->abandoned;
     if (!client->is_open()) pending.clear();
@@ -510,7 +458,7 @@ struct Mailbox::State {
 
   // An untagged response while this mailbox is (being) selected.  Returns
   // whether it concerned the mailbox.
-  bool process(const Response& r) {
+  bool process(const Response& r) override {
     if (const auto* st = std::get_if<StatusResponse>(&r.data)) {
       if (st->kind == StatusResponse::Kind::Bye || st->kind == StatusResponse::Kind::Preauth) return false;
       if (st->code.kind == ResponseCode::Kind::Closed) {
@@ -589,32 +537,31 @@ struct Mailbox::State {
   }
 };
 
-std::shared_ptr<Mailbox::ConnectionState> Mailbox::ConnectionState::of(Client& client) {
-  static std::mutex mutex;
-  static std::unordered_map<const Client*, std::weak_ptr<ConnectionState>> registry;
-  std::lock_guard lock(mutex);
-  if (auto it = registry.find(&client); it != registry.end())
-    if (auto cs = it->second.lock(); cs && !cs->handler_alive.expired()) return cs;
-  std::erase_if(registry, [](const auto& kv) { return kv.second.expired(); });
-  auto cs = std::make_shared<ConnectionState>();
-  auto token = std::make_shared<const int>(0);
-  cs->handler_alive = token;
-  registry[&client] = cs;
-  // Responses no command claimed go to the selected mailbox (STYLE.md 7).
-  client.set_untagged_handler([cs, token](const Response& r) {
-    if (auto st = cs->selected.lock()) return st->process(r);
-    return false;
-  });
-  return cs;
+namespace {
+
+// The connection's MailboxSession; the first use makes the responses no
+// command claimed go to the selected mailbox (STYLE.md 7).
+MailboxSession& session_of(Client& client) {
+  MailboxSession& session = client.mailbox_session();
+  if (!session.attached) {
+    session.attached = true;
+    client.set_untagged_handler([&session](const Response& r) {
+      if (auto selected = session.selected.lock()) return selected->process(r);
+      return false;
+    });
+  }
+  return session;
 }
+
+}  // namespace
 
 // ---------------------------------------------------------------------------
 // Mailbox
 
 Mailbox::Mailbox(Connection& connection, std::string wire_name)
     : connection_(&connection), state_(std::make_shared<State>()) {
-  state_->client = &connection.client();
-  state_->conn = ConnectionState::of(connection.client());
+  state_->client = &ConnectionInternal::client(connection);
+  state_->conn = &session_of(*state_->client);
   if (iequals(wire_name, "INBOX")) wire_name = "INBOX";  // RFC 3501 5.1: case-insensitive
   try {
     state_->display = detail::mutf7_to_utf8(wire_name);
@@ -654,8 +601,8 @@ Changes Mailbox::take_changes() { return state_->take_changes(); }
 bool Mailbox::take_new_messages() { return std::exchange(state_->new_messages, false); }
 
 void Mailbox::enable_qresync(Connection& connection) {
-  auto cs = ConnectionState::of(connection.client());
-  if (cs->qresync) return;
+  MailboxSession& session = session_of(ConnectionInternal::client(connection));
+  if (session.qresync) return;
   // RFC 7162 3.2.3: QRESYNC must be enabled before it is used; ENABLE
   // (RFC 5161) needs the capability, as QRESYNC itself does.
   connection.require_capability("ENABLE");
@@ -664,10 +611,10 @@ void Mailbox::enable_qresync(Connection& connection) {
   if (!has_flag(enabled, "QRESYNC"))
     throw ProtocolError(fmt::format("{}: ENABLE QRESYNC: the server did not enable QRESYNC (ENABLED {})",
                                     connection.name(), fmt::join(enabled, " ")));
-  cs->qresync = true;
+  session.qresync = true;
 }
 
-bool Mailbox::qresync_enabled(Connection& connection) { return ConnectionState::of(connection.client())->qresync; }
+bool Mailbox::qresync_enabled(Connection& connection) { return session_of(ConnectionInternal::client(connection)).qresync; }
 
 void Mailbox::select(const std::optional<QresyncParams>& qresync) { open(false, qresync); }
 void Mailbox::examine(const std::optional<QresyncParams>& qresync) { open(true, qresync); }
@@ -706,7 +653,7 @@ void Mailbox::open(bool examine, const std::optional<QresyncParams>& qresync) {
     std::vector<Response> early;
   };
   auto op = std::make_shared<Op>();
-  op->previous = st.conn->selected.lock();
+  op->previous = std::static_pointer_cast<State>(st.conn->selected.lock());
   op->before_closed =
       st.conn->server_selected && (client.has_capability("CONDSTORE") || client.has_capability("QRESYNC"));
   if (op->previous && op->previous.get() != &st) op->previous->selected = false;

@@ -4,8 +4,6 @@
 #include <interimap/mailbox.hpp>
 #include <interimap/syncsession.hpp>
 
-#include "imap/client.hpp"
-
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
 #include <openssl/evp.h>
@@ -28,8 +26,6 @@
 namespace interimap {
 
 namespace {
-
-using detail::imap::StatusResponse;
 
 constexpr uint32_t kMaxUid = 4294967295u;
 constexpr std::string_view kVersion = "0.5.7";
@@ -279,7 +275,6 @@ struct SyncSession::Impl {
   }
 
   Connection& c(Side s) { return *conn[index(s)]; }
-  detail::imap::Client& client(Side s) { return c(s).client(); }
 
   // ---- Names
 
@@ -334,28 +329,18 @@ struct SyncSession::Impl {
 
   // ---- Simple commands
 
-  StatusResponse command(Side side, std::string_view verb, std::string_view mbx, std::string_view mbx2 = {}) {
-    auto cmd = client(side).command(verb).mailbox(mbx);
-    if (!mbx2.empty()) cmd.mailbox(mbx2);
-    return client(side).run(cmd.build(), {}, true);
-  }
-  static std::string status_text(const StatusResponse& st) {
-    const char* kind = st.kind == StatusResponse::Kind::No ? "NO" : st.kind == StatusResponse::Kind::Bad ? "BAD" : "OK";
-    std::string code = st.code.name.empty() ? "" : fmt::format("[{}{}{}] ", st.code.name, st.code.raw.empty() ? "" : " ", st.code.raw);
-    return fmt::format("{} {}{}", kind, code, st.text);
-  }
   void do_create(Side side, const std::string& mbx) {
-    const auto st = command(side, "CREATE", mbx);
-    if (st.kind == StatusResponse::Kind::Ok)
+    const auto st = c(side).create(mbx);
+    if (st.ok())
       info(to_string(side), "Created mailbox " + mbx);
     else
-      log.warning(to_string(side), fmt::format("Couldn't create mailbox {}: {}", mbx, status_text(st)));
+      log.warning(to_string(side), fmt::format("Couldn't create mailbox {}: {}", mbx, st.describe()));
   }
   void do_subscribe(Side side, const std::string& mbx, bool subscribe) {
-    const auto st = command(side, subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE", mbx);
-    if (st.kind != StatusResponse::Kind::Ok)
+    const auto st = subscribe ? c(side).subscribe(mbx) : c(side).unsubscribe(mbx);
+    if (!st.ok())
       fail(to_string(side), fmt::format("Couldn't {} to {}: {}", subscribe ? "subscribe" : "unsubscribe", mbx,
-                                        status_text(st)));
+                                        st.describe()));
     info(to_string(side), fmt::format("{} to {}", subscribe ? "Subscribe" : "Unsubscribe", mbx));
   }
 
@@ -560,16 +545,7 @@ void SyncSession::Impl::learn_delimiters() {
     // LIST reference "" gives the hierarchy delimiter of the reference (or
     // of the root).  Not LIST-EXTENDED: servers answer the empty pattern
     // only in the basic form (RFC 3501 6.3.8).
-    std::vector<std::optional<char>> found;
-    client(s).run(client(s).command("LIST").string(reference[index(s)]).string("").build(),
-                  [&](const detail::imap::Response& r) {
-                    const auto* l = std::get_if<detail::imap::ListData>(&r.data);
-                    if (l == nullptr || l->lsub) return false;
-                    found.push_back(l->delimiter);
-                    return true;
-                  });
-    if (found.size() != 1) fail(to_string(s), "Missing or unexpected (unsolicited) LIST response.");
-    delimiter[index(s)] = found.front();
+    delimiter[index(s)] = c(s).hierarchy_delimiter(reference[index(s)]);
   });
   for (Side s : kSides)
     debug(to_string(s), fmt::format("Using {} as hierarchy delimiter", print_delimiter(delimiter[index(s)])));
@@ -716,9 +692,9 @@ void SyncSession::Impl::run_delete() {
       const auto& t = s == Side::Local ? opt.targets.local : opt.targets.remote;
       const std::string w = wire(s, name);
       if (!t || !exists(s, w)) continue;
-      const auto st = command(s, "DELETE", w);
-      if (st.kind != StatusResponse::Kind::Ok)
-        fail(to_string(s), fmt::format("Couldn't delete mailbox {}: {}", w, status_text(st)));
+      const auto st = c(s).delete_mailbox(w);
+      if (!st.ok())
+        fail(to_string(s), fmt::format("Couldn't delete mailbox {}: {}", w, st.describe()));
       info(to_string(s), "Deleted mailbox " + w);
     }
     if (rec && opt.targets.database) {
@@ -749,9 +725,9 @@ void SyncSession::Impl::run_rename() {
     const std::string wf = wire(s, from), wt = wire(s, to);
     // \NonExistent names can be renamed too (their children move).
     if (!t || info_of(s, wf) == nullptr) continue;
-    const auto st = command(s, "RENAME", wf, wt);
-    if (st.kind != StatusResponse::Kind::Ok)
-      fail(to_string(s), fmt::format("Couldn't rename mailbox {}: {}", wf, status_text(st)));
+    const auto st = c(s).rename(wf, wt);
+    if (!st.ok())
+      fail(to_string(s), fmt::format("Couldn't rename mailbox {}: {}", wf, st.describe()));
     info(to_string(s), fmt::format("Renamed mailbox {} to {}", wf, wt));
   }
   if (opt.targets.database) {
