@@ -4,7 +4,6 @@
 #include "imap/client.hpp"
 #include "imap/connection_internal.hpp"
 #include "imap/mailbox_session.hpp"
-#include "util/uidset.hpp"
 #include "util/utf7.hpp"
 
 #include <fmt/format.h>
@@ -106,25 +105,13 @@ size_t command_bytes(const Command& cmd) {
   return n;
 }
 
-detail::UidSet to_detail(const UidSet& set) {
-  detail::UidSet out;
-  for (const auto& [first, last] : set.ranges()) out.insert(first, last);
-  return out;
-}
-
-UidSet from_detail(const detail::UidSet& set) {
-  UidSet out;
-  for (const auto& [first, last] : set.ranges()) out.insert(first, last);
-  return out;
-}
-
 // The UID set in pieces such that `fixed` bytes of command around each piece
 // (verb, items, modifiers) plus tag and CRLF stay within kMaxLine.  Only a
 // fixed part longer than about 4 KiB (hundreds of flags) can exceed it.
 std::vector<std::string> split_set(const UidSet& set, size_t fixed) {
   const size_t overhead = kTagBudget + fixed + 2;
   const size_t budget = overhead + kMinSetBudget <= kMaxLine ? kMaxLine - overhead : kMinSetBudget;
-  return to_detail(set).split(budget);
+  return set.split(budget);
 }
 
 EnvelopeAddress to_public(const detail::imap::Address& a) { return EnvelopeAddress{a.name, a.adl, a.mailbox, a.host}; }
@@ -200,101 +187,6 @@ class Window {
 };
 
 }  // namespace
-
-// ---------------------------------------------------------------------------
-// UidSet
-
-UidSet UidSet::range(uint32_t first, uint32_t last) {
-  UidSet s;
-  s.insert(first, last);
-  return s;
-}
-
-UidSet UidSet::parse(std::string_view text) { return from_detail(detail::UidSet::parse(text)); }
-
-void UidSet::insert(uint32_t first, uint32_t last) {
-  if (first > last) std::swap(first, last);
-  // RFC 3501 2.3.1.1: UIDs start at 1.
-  if (first == 0) throw std::invalid_argument("UID 0 is not a valid UID");
-  // Fast path: at or after the end (ascending insertion).
-  if (ranges_.empty() || uint64_t{first} > uint64_t{ranges_.back().second} + 1) {
-    ranges_.emplace_back(first, last);
-    return;
-  }
-  if (first >= ranges_.back().first) {
-    ranges_.back().second = std::max(ranges_.back().second, last);
-    return;
-  }
-  // The first range that ends at or after first - 1 (it may touch or overlap).
-  auto lo = std::lower_bound(ranges_.begin(), ranges_.end(), first,
-                             [](const Range& r, uint32_t v) { return uint64_t{r.second} + 1 < v; });
-  auto hi = lo;
-  while (hi != ranges_.end() && uint64_t{hi->first} <= uint64_t{last} + 1) ++hi;
-  if (lo == hi) {
-    ranges_.insert(lo, Range{first, last});
-    return;
-  }
-  *lo = Range{std::min(first, lo->first), std::max(last, std::prev(hi)->second)};
-  ranges_.erase(std::next(lo), hi);
-}
-
-void UidSet::insert(const UidSet& other) {
-  if (ranges_.empty()) {
-    ranges_ = other.ranges_;
-    return;
-  }
-  for (const auto& [first, last] : other.ranges_) insert(first, last);
-}
-
-void UidSet::erase(uint32_t uid) {
-  UidSet one;
-  one.insert(uid);
-  erase(one);
-}
-
-void UidSet::erase(const UidSet& other) {
-  if (ranges_.empty() || other.ranges_.empty()) return;
-  // Merge walk over both sorted lists: linear.
-  std::vector<Range> out;
-  out.reserve(ranges_.size() + other.ranges_.size());
-  auto o = other.ranges_.begin();
-  for (Range r : ranges_) {
-    uint64_t first = r.first;
-    const uint64_t last = r.second;
-    while (o != other.ranges_.end() && o->second < first) ++o;
-    auto p = o;
-    while (first <= last && p != other.ranges_.end() && p->first <= last) {
-      if (p->first > first) out.emplace_back(static_cast<uint32_t>(first), p->first - 1);
-      first = uint64_t{p->second} + 1;
-      if (p->second > last) break;
-      ++p;
-    }
-    if (first <= last) out.emplace_back(static_cast<uint32_t>(first), static_cast<uint32_t>(last));
-  }
-  ranges_ = std::move(out);
-}
-
-bool UidSet::contains(uint32_t uid) const {
-  auto it = std::lower_bound(ranges_.begin(), ranges_.end(), uid,
-                             [](const Range& r, uint32_t v) { return r.second < v; });
-  return it != ranges_.end() && it->first <= uid;
-}
-
-uint64_t UidSet::size() const {
-  uint64_t n = 0;
-  for (const auto& [first, last] : ranges_) n += uint64_t{last} - first + 1;
-  return n;
-}
-
-std::vector<uint32_t> UidSet::to_vector() const {
-  std::vector<uint32_t> out;
-  out.reserve(static_cast<size_t>(size()));
-  for (const auto& [first, last] : ranges_)
-    for (uint64_t uid = first; uid <= last; ++uid) out.push_back(static_cast<uint32_t>(uid));
-  return out;
-}
-
-std::string UidSet::to_string() const { return to_detail(*this).to_string(); }
 
 // ---------------------------------------------------------------------------
 // Per-connection state: the Client's MailboxSession (imap/mailbox_session.hpp)
