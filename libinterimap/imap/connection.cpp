@@ -182,7 +182,7 @@ Connection::PendingList Connection::list_begin(const std::vector<std::string>& p
   const bool list_status = with_status && client_->has_capability("LIST-STATUS");
   const bool condstore = client_->has_capability("CONDSTORE");
   if (!select_opts.empty() && !extended)
-    throw ProtocolError(fmt::format("{}: list-select-opts needs the LIST-EXTENDED capability", name()));
+    throw ProtocolError(name(), "list-select-opts needs the LIST-EXTENDED capability");
   auto state = std::make_shared<PendingList::State>();
   state->with_status = with_status;
   state->list_status = list_status;
@@ -282,7 +282,7 @@ std::optional<char> Connection::hierarchy_delimiter(std::string_view reference) 
     found.push_back(l->delimiter);
     return true;
   });
-  if (found.size() != 1) throw ProtocolError(fmt::format("{}: Missing or unexpected (unsolicited) LIST response.", name()));
+  if (found.size() != 1) throw ProtocolError(name(), "Missing or unexpected (unsolicited) LIST response.");
   return found.front();
 }
 
@@ -311,8 +311,7 @@ void Connection::abort() noexcept { client_->abort(); }
 
 void Connection::notify_set(const std::vector<std::string>& mailboxes) {
   if (!client_->has_capability("NOTIFY"))
-    throw ProtocolError(fmt::format("{}: server lacks required capability NOTIFY (RFC 5465), needed by --notify",
-                                    name()));
+    throw ProtocolError(name(), "server lacks required capability NOTIFY (RFC 5465), needed by --notify");
   // RFC 5465 6: with SELECTED, MessageNew and MessageExpunge go together,
   // and FlagChange needs both.  No fetch-att after MessageNew: new
   // messages are fetched by the synchronization pass, not pushed.

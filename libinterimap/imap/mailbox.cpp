@@ -271,27 +271,30 @@ struct Mailbox::State final : detail::imap::SelectedMailbox {
 
   void require_selected(std::string_view operation) const {
     if (!selected)
-      throw Error(fmt::format("{}: {}: mailbox not selected (select() it first, or it was deselected by "
+      throw Error(client->name(),
+                  fmt::format("{}: {}: mailbox not selected (select() it first, or it was deselected by "
                               "another selection on the connection)",
-                              where(), operation));
+                              display, operation));
   }
   void require_writable(std::string_view operation) const {
     require_selected(operation);
-    if (read_only) throw Error(fmt::format("{}: {}: mailbox is selected read-only", where(), operation));
+    if (read_only)
+      throw Error(client->name(), fmt::format("{}: {}: mailbox is selected read-only", display, operation));
   }
   // RFC 4315 2.1: UID EXPUNGE only removes the given UIDs, leaving
   // \Deleted messages of other clients alone.
   void require_uidplus() const {
     if (!client->has_capability("UIDPLUS"))
-      throw ProtocolError(fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for UID EXPUNGE",
-                                      where()));
+      throw ProtocolError(
+          client->name(),
+          fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for UID EXPUNGE", display));
   }
 
   [[noreturn]] void command_failed(std::string_view command, std::string_view what, const StatusResponse& st) const {
     const std::string code = st.code.kind == ResponseCode::Kind::None ? "" : "[" + st.code.name + "] ";
-    throw CommandError(
-        fmt::format("{}: {} failed: {} {}{}", where(), what, status_name(st.kind), code, st.text),
-        std::string(command), status_name(st.kind), st.code.name, st.text);
+    throw CommandError(client->name(),
+                       fmt::format("{}: {} failed: {} {}{}", display, what, status_name(st.kind), code, st.text),
+                       std::string(command), status_name(st.kind), st.code.name, st.text);
   }
 
   // A response code, untagged or on a tagged OK.  Returns whether it
@@ -301,7 +304,8 @@ struct Mailbox::State final : detail::imap::SelectedMailbox {
       case ResponseCode::Kind::UidValidity: {
         const auto v = static_cast<uint32_t>(code.number);
         if (!selecting && uidvalidity != 0 && v != uidvalidity)
-          throw Error(fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", where(),
+          throw Error(client->name(),
+                      fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", display,
                                   uidvalidity, v));
         uidvalidity = v;
         return true;
@@ -382,9 +386,10 @@ struct Mailbox::State final : detail::imap::SelectedMailbox {
       // VANISHED instead of EXPUNGE; sequence numbers alone cannot tell us
       // which UID went (we keep no sequence-to-UID map).
       if (conn->qresync)
-        throw ProtocolError(fmt::format("{}: server sent EXPUNGE while QRESYNC is enabled, violating RFC 7162 "
+        throw ProtocolError(client->name(),
+                            fmt::format("{}: server sent EXPUNGE while QRESYNC is enabled, violating RFC 7162 "
                                         "3.2.10 (VANISHED expected)",
-                                        where()));
+                                        display));
       if (exists > 0) --exists;
       return true;
     }
@@ -408,7 +413,9 @@ struct Mailbox::State final : detail::imap::SelectedMailbox {
 
   std::string take_body() {
     auto body = conn->bodies.take();
-    if (!body) throw ProtocolError(fmt::format("{}: internal error: FETCH body streamed but not queued", where()));
+    if (!body)
+      throw ProtocolError(client->name(),
+                          fmt::format("{}: internal error: FETCH body streamed but not queued", display));
     return std::move(*body);
   }
 
@@ -501,8 +508,8 @@ void Mailbox::enable_qresync(Connection& connection) {
   connection.require_capability("QRESYNC");
   const auto enabled = connection.enable({"QRESYNC"});
   if (!has_flag(enabled, "QRESYNC"))
-    throw ProtocolError(fmt::format("{}: ENABLE QRESYNC: the server did not enable QRESYNC (ENABLED {})",
-                                    connection.name(), fmt::join(enabled, " ")));
+    throw ProtocolError(connection.name(), fmt::format("ENABLE QRESYNC: the server did not enable QRESYNC (ENABLED {})",
+                                                       fmt::join(enabled, " ")));
   session.qresync = true;
 }
 
@@ -599,7 +606,7 @@ void Mailbox::open(bool examine, const std::optional<QresyncParams>& qresync) {
   // UIDNEXT and HIGHESTMODSEQ (no NOMODSEQ) from a QRESYNC server.
   auto broken = [&](std::string_view what) {
     st.deselect();
-    throw ProtocolError(fmt::format("{}: {}: {}", st.where(), verb, what));
+    throw ProtocolError(st.client->name(), fmt::format("{}: {}: {}", st.display, verb, what));
   };
   if (st.uidvalidity == 0) broken("the server sent no UIDVALIDITY (RFC 3501 6.3.1)");
   if (st.conn->qresync) {
@@ -611,8 +618,8 @@ void Mailbox::open(bool examine, const std::optional<QresyncParams>& qresync) {
   }
   if (qresync && qresync->uidvalidity != st.uidvalidity) {
     st.deselect();
-    throw Error(fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", st.where(),
-                            qresync->uidvalidity, st.uidvalidity));
+    throw Error(st.client->name(), fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.",
+                                               st.display, qresync->uidvalidity, st.uidvalidity));
   }
   st.selected = true;
 }
@@ -813,7 +820,8 @@ Mailbox::UpdateResult Mailbox::update(const UidSet& expunge, const std::vector<F
       try {
         result.refused[index].insert(UidSet::parse(status.code.raw));
       } catch (const std::invalid_argument& e) {
-        throw ProtocolError(fmt::format("{}: UID STORE: malformed MODIFIED response code: {}", st.where(), e.what()));
+        throw ProtocolError(st.client->name(),
+                            fmt::format("{}: UID STORE: malformed MODIFIED response code: {}", st.display, e.what()));
       }
       if (status.kind == StatusResponse::Kind::No) return;
     }
@@ -948,7 +956,8 @@ void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Messag
     self->record_fetch(*f, false);
     if (op->callback == nullptr) return true;  // abandoned: discard
     if (!f->uid)
-      throw ProtocolError(fmt::format("{}: UID FETCH response without UID (RFC 3501 6.4.8)", self->where()));
+      throw ProtocolError(self->client->name(),
+                          fmt::format("{}: UID FETCH response without UID (RFC 3501 6.4.8)", self->display));
     Message m;
     m.uid = *f->uid;
     if (f->flags) m.flags = without_recent(*f->flags);
@@ -993,12 +1002,14 @@ std::vector<uint32_t> Mailbox::append_impl(const std::vector<AppendMessage>& mes
   // RFC 4315 3: without UIDPLUS there is no APPENDUID, so no way to map
   // the new messages (the reference refuses too).
   if (!client.has_capability("UIDPLUS"))
-    throw ProtocolError(fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for APPENDUID",
-                                    st.where()));
+    throw ProtocolError(
+        st.client->name(),
+        fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for APPENDUID", st.display));
   for (size_t i = 0; i < messages.size(); ++i) {
     // RFC 3502 6.3.11 forbids zero-length messages (and Dovecot refuses them).
     if (messages[i].body.empty())
-      throw Error(fmt::format("{}: APPEND: message #{} is empty; empty messages cannot be appended", st.where(), i + 1));
+      throw Error(st.client->name(), fmt::format("{}: APPEND: message #{} is empty; empty messages cannot be appended",
+                                                 st.display, i + 1));
     for (const auto& f : messages[i].flags) check_flag(f);
   }
   const bool multi = client.has_capability("MULTIAPPEND");
@@ -1028,14 +1039,16 @@ std::vector<uint32_t> Mailbox::append_impl(const std::vector<AppendMessage>& mes
     // RFC 4315 3: OK [APPENDUID uidvalidity uid-set], the UIDs in the
     // order the messages were given (MULTIAPPEND assigns them ascending).
     if (status.code.kind != ResponseCode::Kind::AppendUid)
-      throw ProtocolError(fmt::format("{}: {}: no APPENDUID in the server's answer: OK {}", st.where(), what,
-                                      status.text));
+      throw ProtocolError(st.client->name(), fmt::format("{}: {}: no APPENDUID in the server's answer: OK {}",
+                                                         st.display, what, status.text));
     if (status.code.uids.size() != end - begin)
-      throw ProtocolError(fmt::format("{}: {}: APPENDUID {} lists {} UID(s) for {} message(s)", st.where(), what,
+      throw ProtocolError(st.client->name(),
+                          fmt::format("{}: {}: APPENDUID {} lists {} UID(s) for {} message(s)", st.display, what,
                                       status.code.uids.to_string(), status.code.uids.size(), end - begin));
     const auto uidvalidity = static_cast<uint32_t>(status.code.number);
     if (st.uidvalidity != 0 && uidvalidity != st.uidvalidity)
-      throw Error(fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", st.where(),
+      throw Error(st.client->name(),
+                  fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", st.display,
                               st.uidvalidity, uidvalidity));
     size_t k = begin;
     for (const auto& [first, last] : status.code.uids.ranges())

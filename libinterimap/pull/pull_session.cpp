@@ -201,7 +201,7 @@ struct PullSession::Impl {
     try {
       mta.emplace(std::move(mo));
     } catch (const std::invalid_argument& e) {
-      throw ConfigError(fmt::format("{}: deliver-ehlo: {}", opts.section, e.what()));
+      throw ConfigError(opts.section, fmt::format("deliver-ehlo: {}", e.what()));
     }
     recipients = {opts.deliver_rcpt};
 

@@ -785,8 +785,8 @@ void SyncSession::Impl::select_box(Box& box, bool qresync) {
       fail(to_string(s), fmt::format("UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache for {}.",
                                      box.mbx[i]->uidvalidity(), box.uidvalidity[i], wire(s, box.name)));
     if (!box.mbx[i]->uidnext())
-      throw ProtocolError(fmt::format("{}: {}: Unknown UIDNEXT value - non-compliant server?", to_string(s),
-                                      wire(s, box.name)));
+      throw ProtocolError(std::string(to_string(s)),
+                          fmt::format("{}: Unknown UIDNEXT value - non-compliant server?", wire(s, box.name)));
     if (box.want_sizes && box.uidnext[i] > 0 && *box.mbx[i]->uidnext() > box.uidnext[i])
       box.new_sizes[i] = box.mbx[i]->fetch_sizes(UidSet::range(box.uidnext[i], *box.mbx[i]->uidnext() - 1));
   });
