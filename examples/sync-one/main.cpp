@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
     const auto done = session.mailboxes();
     session.close();
     for (const auto& name : done) std::printf("synchronized %s\n", session.pretty_name(name).c_str());
-  } catch (const interimap::SyncError& e) {
-    logger.error(e.component(), e.what());
+  } catch (const interimap::Error& e) {
+    logger.error(e.component(), e.message());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sync-one: %s\n", e.what());

@@ -15,7 +15,10 @@
 
 namespace interimap {
 
-namespace detail::imap { class Client; }
+namespace detail::imap {
+class Client;
+class ConnectionInternal;
+}  // namespace detail::imap
 
 // A mailbox as LIST (with RETURN (STATUS ...) where supported) reports it.
 struct MailboxInfo {
@@ -60,6 +63,21 @@ struct ServerTraffic {
 // factor F)] sent N [(compr. C, factor F)]", sizes from 1 KiB up with two
 // decimals and K, M or G.
 std::string describe(const ServerTraffic& traffic);
+
+// The completion of a command whose NO or BAD the caller may survive
+// (STYLE.md: NO/BAD returned as values where the caller has a choice).
+struct CommandStatus {
+  enum class Kind { Ok, No, Bad };
+  Kind kind = Kind::Ok;
+  std::string code;       // response code name without brackets, e.g. "TRYCREATE"; "" if none
+  // The rest inside the brackets, as sent, for the codes the library does
+  // not interpret (e.g. "[ALREADYEXISTS]", "[BADCHARSET (...)]"); "" if none.
+  std::string code_data;
+  std::string text;       // the server's human-readable text
+  bool ok() const { return kind == Kind::Ok; }
+  // "NO [CODE data] text", "BAD text", "OK text".
+  std::string describe() const;
+};
 
 class Connection {
  public:
@@ -124,16 +142,37 @@ class Connection {
   PendingList list_begin(const std::vector<std::string>& patterns, const std::vector<std::string>& select_opts = {},
                          std::string_view reference = "", bool with_status = true, bool with_messages = true);
   std::vector<MailboxInfo> list_end(PendingList& pending);
-  // CREATE a mailbox (wire name); `subscribe` also SUBSCRIBEs it.
-  void create(std::string_view mailbox, bool subscribe = false);
-  // APPEND one message; returns the APPENDUID (UIDVALIDITY, UID) when the server gives it.
+  // Mailbox commands (RFC 3501 6.3.3-6.3.7) on wire names (modified
+  // UTF-7).  A NO or BAD is returned, not thrown: the caller decides
+  // (interimap warns about a failed CREATE and stops at a failed DELETE).
+  [[nodiscard]] CommandStatus create(std::string_view mailbox);          // CREATE
+  [[nodiscard]] CommandStatus delete_mailbox(std::string_view mailbox);  // DELETE
+  [[nodiscard]] CommandStatus rename(std::string_view from, std::string_view to);  // RENAME
+  [[nodiscard]] CommandStatus subscribe(std::string_view mailbox);
+  [[nodiscard]] CommandStatus unsubscribe(std::string_view mailbox);
+  // LIST reference "" (RFC 3501 6.3.8; the basic form, not LIST-EXTENDED:
+  // servers answer the empty pattern only in the basic form): the
+  // hierarchy delimiter of the reference (or of the root), nullopt for a
+  // flat namespace (NIL).  Throws ProtocolError "NAME: Missing or
+  // unexpected (unsolicited) LIST response." (component() NAME) unless
+  // exactly one LIST response (LSUB aside) came.
+  std::optional<char> hierarchy_delimiter(std::string_view reference = "");
+  // APPEND one message; returns the APPENDUID (UIDVALIDITY, UID) when the
+  // server gives it.  Unlike Mailbox::append, it needs no UIDPLUS: a
+  // server without it still takes the message (no UIDs come back).
   std::optional<std::pair<uint32_t, uint32_t>> append(std::string_view mailbox, std::string_view message,
                                                       const std::vector<std::string>& flags = {},
                                                       std::string_view internaldate = "");
-  // EXAMINE the mailbox, then UID FETCH uid BODY.PEEK[]; nullopt if no such UID.
-  std::optional<std::string> fetch_body(std::string_view mailbox, uint32_t uid);
   // NOOP, processing whatever the server sends.
   void noop();
+  // UNSELECT (RFC 3691) the selected mailbox, back to the authenticated
+  // state without expunging; a NO or BAD (nothing was selected) is
+  // ignored.  Precondition: the server advertises UNSELECT.
+  void unselect();
+  // Closes the stream at once without LOGOUT and without reading what the
+  // server is still sending (commands in flight are forgotten): to give up
+  // on a connection in the middle of a long answer.  Never throws.
+  void abort() noexcept;
 
   // RFC 5465 NOTIFY SET with interimap's --notify event set:
   //   (SELECTED (MessageNew MessageExpunge FlagChange))
@@ -168,10 +207,8 @@ class Connection {
   // The bytes exchanged so far; still available after close().
   ServerTraffic traffic() const;
 
-  // The library's internal client (for the library's own layers).
-  detail::imap::Client& client();
-
  private:
+  friend class detail::imap::ConnectionInternal;
   std::unique_ptr<detail::imap::Client> client_;
 };
 

@@ -6,14 +6,33 @@
 // the connection usable.  Every message names what and where.
 #pragma once
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace interimap {
 
+// Every error names where it happened: its component is the connection
+// or section name ("local", "remote", a pullimap section), "database", or
+// "" when nothing in particular; what() reads "COMPONENT: MESSAGE" (just
+// MESSAGE without a component), the reference's "NAME: ERROR: MESSAGE"
+// log line is component() and message().
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  // No component: what() is the message.
+  explicit Error(const std::string& message) : std::runtime_error(message) {}
+  Error(std::string component, const std::string& message)
+      : std::runtime_error(component.empty() ? message : component + ": " + message),
+        component_(std::move(component)),
+        prefix_(component_.empty() ? 0 : component_.size() + 2) {}
+  const std::string& component() const noexcept { return component_; }
+  // what() without the "COMPONENT: " prefix.
+  const char* message() const noexcept { return what() + prefix_; }
+
+ private:
+  std::string component_;
+  std::size_t prefix_ = 0;
 };
 
 // A bad configuration file, option or value.  The message names the file,
@@ -37,12 +56,12 @@ class ProtocolError : public Error {
 };
 
 // A command completed with NO or BAD.  what() reads
-// "NAME: COMMAND: NO [CODE] server text".
+// "NAME: COMMAND: NO [CODE] server text"; component() is NAME.
 class CommandError : public Error {
  public:
-  CommandError(std::string message, std::string command, std::string status, std::string code,
-               std::string text)
-      : Error(std::move(message)),
+  CommandError(std::string component, const std::string& message, std::string command, std::string status,
+               std::string code, std::string text)
+      : Error(std::move(component), message),
         command_(std::move(command)),
         status_(std::move(status)),
         code_(std::move(code)),

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <interimap/connection.hpp>
+#include <interimap/uidset.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -43,46 +44,6 @@
 #include <vector>
 
 namespace interimap {
-
-// A set of UIDs (or sequence numbers) kept as sorted, disjoint, non-adjacent
-// inclusive ranges; IMAP's compact form is "1:5,7,9:12".  UIDs are 1 to
-// 4294967295 (RFC 3501 2.3.1.1); "*" is not representable: use
-// UidSet::range(n, 4294967295) for "n:*".
-class UidSet {
- public:
-  using Range = std::pair<uint32_t, uint32_t>;  // first <= second
-
-  UidSet() = default;
-  // The set [first, last] (either order).  Throws std::invalid_argument for 0.
-  static UidSet range(uint32_t first, uint32_t last);
-  // Parses "1:5,7,9:12" (reversed ranges accepted).  Throws
-  // std::invalid_argument naming the text when malformed or empty.
-  static UidSet parse(std::string_view text);
-
-  // Insertions in ascending order are amortized O(1).  Throws
-  // std::invalid_argument for UID 0.
-  void insert(uint32_t uid) { insert(uid, uid); }
-  void insert(uint32_t first, uint32_t last);
-  void insert(const UidSet& other);
-  void erase(uint32_t uid);
-  // Removes every UID of other.
-  void erase(const UidSet& other);
-  bool contains(uint32_t uid) const;
-  bool empty() const { return ranges_.empty(); }
-  // Number of UIDs.
-  uint64_t size() const;
-  void clear() { ranges_.clear(); }
-  const std::vector<Range>& ranges() const { return ranges_; }
-  // Every UID in ascending order (materializes the set).
-  std::vector<uint32_t> to_vector() const;
-  // "1:5,7,9:12"; "" for the empty set.
-  std::string to_string() const;
-
-  friend bool operator==(const UidSet&, const UidSet&) = default;
-
- private:
-  std::vector<Range> ranges_;
-};
 
 // RFC 7162 3.2.5: what the client remembers from its last session, sent as
 // SELECT mailbox (QRESYNC (uidvalidity modseq [known-uids] [seq-match])).
@@ -175,9 +136,8 @@ class Mailbox {
   // name as on the wire (modified UTF-7); "INBOX" in any case means INBOX.
   // The connection must outlive the Mailbox.  Several Mailbox objects may
   // exist per connection; at most one is selected at a time (selecting one
-  // deselects the others).  Mailbox takes over the connection's untagged
-  // handler (detail::imap::Client::set_untagged_handler) to record what the
-  // server announces; do not install another one while Mailboxes are in use.
+  // deselects the others).  What the server announces unasked about the
+  // selected mailbox goes to that Mailbox's state.
   Mailbox(Connection& connection, std::string wire_name);
   ~Mailbox();
   Mailbox(Mailbox&&) noexcept;
@@ -356,7 +316,6 @@ class Mailbox {
   std::vector<uint32_t> append_impl(const std::vector<AppendMessage>& messages, std::vector<AppendMessage>* owned,
                                     const AppendedCallback& on_batch, const AppendOptions& options);
   struct State;
-  struct ConnectionState;
   void open(bool examine, const std::optional<QresyncParams>& qresync);
 
   Connection* connection_;

@@ -53,14 +53,10 @@ namespace interimap {
 
 // An error that ends the run, with the component the reference names in
 // its "NAME: ERROR: MESSAGE" line: "local", "remote", "database", or ""
-// (no name).  what() is the message alone.
+// (no name).  what() is "NAME: MESSAGE" (MESSAGE alone without a name).
 class INTERIMAP_API SyncError : public Error {
  public:
-  SyncError(std::string component, const std::string& message) : Error(message), component_(std::move(component)) {}
-  const std::string& component() const noexcept { return component_; }
-
- private:
-  std::string component_;
+  using Error::Error;
 };
 
 enum class SyncMode {

@@ -70,8 +70,7 @@ bool Client::has_capability(std::string_view cap) const {
 }
 
 void Client::require_capability(std::string_view cap) const {
-  if (!has_capability(cap))
-    throw ProtocolError(fmt::format("{}: server lacks required capability {}", name(), cap));
+  if (!has_capability(cap)) throw ProtocolError(name(), fmt::format("server lacks required capability {}", cap));
 }
 
 LiteralMode Client::literal_mode() const {
@@ -96,9 +95,10 @@ void Client::open() {
     if (options_.type == ConnectionOptions::Type::Imap && options_.starttls) starttls();
     authenticate();
   } else if (options_.type == ConnectionOptions::Type::Imap && options_.starttls) {
-    throw ProtocolError(fmt::format(
-        "{}: PREAUTH greeting on a plaintext connection to {}:{}; refusing it (set STARTTLS = NO to accept)",
-        name(), options_.host, options_.effective_port()));
+    throw ProtocolError(
+        name(),
+        fmt::format("PREAUTH greeting on a plaintext connection to {}:{}; refusing it (set STARTTLS = NO to accept)",
+                    options_.host, options_.effective_port()));
   }
   if (capabilities_.empty()) refresh_capabilities();
   // RFC 4978 4: COMPRESS only after STARTTLS and authentication.
@@ -116,7 +116,7 @@ void Client::greeting() {
       try {
         reader_.feed(std::string_view(buf_.data(), n));
       } catch (const ProtocolError& e) {
-        throw ProtocolError(fmt::format("{}: {}", name(), e.what()));
+        throw ProtocolError(name(), e.what());
       }
       continue;
     }
@@ -125,15 +125,15 @@ void Client::greeting() {
     try {
       r = parse_response(*raw);
     } catch (const ProtocolError& e) {
-      throw ProtocolError(fmt::format("{}: {}", name(), e.what()));
+      throw ProtocolError(name(), e.what());
     }
     const auto* st = std::get_if<StatusResponse>(&r.data);
     if (r.type != Response::Type::Untagged || st == nullptr ||
         (st->kind != StatusResponse::Kind::Ok && st->kind != StatusResponse::Kind::Preauth &&
          st->kind != StatusResponse::Kind::Bye))
-      throw ProtocolError(fmt::format("{}: unexpected greeting: {}", name(), describe_response(*raw)));
+      throw ProtocolError(name(), fmt::format("unexpected greeting: {}", describe_response(*raw)));
     if (st->kind == StatusResponse::Kind::Bye)
-      throw NetworkError(fmt::format("{}: server refused the connection: BYE {}", name(), st->text));
+      throw NetworkError(name(), fmt::format("server refused the connection: BYE {}", st->text));
     preauth_ = st->kind == StatusResponse::Kind::Preauth;
     if (st->code.kind == ResponseCode::Kind::Capability) set_capabilities(st->code.list);
     return;
@@ -143,21 +143,20 @@ void Client::greeting() {
 void Client::refresh_capabilities() {
   capabilities_.clear();
   run(CommandBuilder("CAPABILITY").build());
-  if (capabilities_.empty())
-    throw ProtocolError(fmt::format("{}: CAPABILITY returned no capability list", name()));
+  if (capabilities_.empty()) throw ProtocolError(name(), "CAPABILITY returned no capability list");
 }
 
 void Client::starttls() {
   // RFC 2595 5.1 / RFC 3501 6.2.1: abort if STARTTLS is not advertised.
   if (!has_capability("STARTTLS"))
-    throw ProtocolError(fmt::format("{}: server {}:{} did not advertise STARTTLS (set STARTTLS = NO to go without)",
-                                    name(), options_.host, options_.effective_port()));
+    throw ProtocolError(name(), fmt::format("server {}:{} did not advertise STARTTLS (set STARTTLS = NO to go without)",
+                                            options_.host, options_.effective_port()));
   switching_ = true;
   switched_ = false;
   run(CommandBuilder("STARTTLS").build());
   switching_ = false;
   if (!reader_.idle() || stream_->buffered())
-    throw ProtocolError(fmt::format("{}: server sent data after STARTTLS's OK (injection?)", name()));
+    throw ProtocolError(name(), "server sent data after STARTTLS's OK (injection?)");
   stream_ = start_tls(std::move(stream_), options_);
   encrypted_ = true;
   // RFC 3501 6.2.1: forget capabilities learnt before TLS.
@@ -182,12 +181,11 @@ void Client::authenticate() {
     }
   }
   if (mech.empty())
-    throw ProtocolError(fmt::format("{}: none of the authentication mechanisms '{}' is advertised by the server",
-                                    name(), fmt::join(options_.auth, " ")));
-  if (has_capability("LOGINDISABLED"))
-    throw ProtocolError(fmt::format("{}: logins are disabled (LOGINDISABLED)", name()));
+    throw ProtocolError(name(), fmt::format("none of the authentication mechanisms '{}' is advertised by the server",
+                                            fmt::join(options_.auth, " ")));
+  if (has_capability("LOGINDISABLED")) throw ProtocolError(name(), "logins are disabled (LOGINDISABLED)");
   if (!options_.username || !options_.password)
-    throw ConfigError(fmt::format("{}: missing option {}", name(), options_.username ? "password" : "username"));
+    throw ConfigError(name(), fmt::format("missing option {}", options_.username ? "password" : "username"));
 
   Command cmd;
   if (mech == "LOGIN") {
@@ -204,13 +202,14 @@ void Client::authenticate() {
       cmd.chunks = {"AUTHENTICATE PLAIN\r\n", cred + "\r\n"};
     }
   } else {
-    throw ConfigError(fmt::format("{}: unsupported authentication mechanism {}", name(), mech));
+    throw ConfigError(name(), fmt::format("unsupported authentication mechanism {}", mech));
   }
   StatusResponse st = run(std::move(cmd), {}, true);
   if (st.kind != StatusResponse::Kind::Ok)
-    throw CommandError(fmt::format("{}: authentication ({}) as {} failed: {} {}", name(), mech, *options_.username,
-                                   status_name(st.kind), st.text),
-                       mech == "LOGIN" ? "LOGIN" : "AUTHENTICATE", status_name(st.kind), st.code.name, st.text);
+    throw CommandError(
+        name(),
+        fmt::format("authentication ({}) as {} failed: {} {}", mech, *options_.username, status_name(st.kind), st.text),
+        mech == "LOGIN" ? "LOGIN" : "AUTHENTICATE", status_name(st.kind), st.code.name, st.text);
   options_.password.reset();  // no need to keep it around
   // Pre-login capabilities are stale unless the OK carried new ones.
   if (st.code.kind != ResponseCode::Kind::Capability) refresh_capabilities();
@@ -224,11 +223,10 @@ void Client::start_compress() {
   // RFC 4978 3: NO [COMPRESSIONACTIVE] means it already is (e.g. by TLS).
   if (st.kind != StatusResponse::Kind::Ok) {
     if (st.code.name == "COMPRESSIONACTIVE") return;
-    throw CommandError(fmt::format("{}: COMPRESS DEFLATE: {} {}", name(), status_name(st.kind), st.text), "COMPRESS",
+    throw CommandError(name(), fmt::format("COMPRESS DEFLATE: {} {}", status_name(st.kind), st.text), "COMPRESS",
                        status_name(st.kind), st.code.name, st.text);
   }
-  if (!reader_.idle())
-    throw ProtocolError(fmt::format("{}: server sent data after COMPRESS's OK", name()));
+  if (!reader_.idle()) throw ProtocolError(name(), "server sent data after COMPRESS's OK");
   stream_ = start_deflate(std::move(stream_));
   compressed_ = true;
   // The wire bytes are those before COMPRESS plus the DEFLATE layer's (as
@@ -251,7 +249,7 @@ void Client::close(bool logout) noexcept {
 }
 
 uint64_t Client::send(Command cmd, UntaggedHandler on_untagged) {
-  if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+  if (!stream_) throw NetworkError(name(), "not connected");
   uint64_t id = next_id_++;
   Pending p;
   p.id = id;
@@ -311,7 +309,7 @@ void Client::pump_sends() {
 }
 
 bool Client::poll(int timeout_ms) {
-  if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+  if (!stream_) throw NetworkError(name(), "not connected");
   if (auto raw = reader_.next()) {  // framed earlier, not dispatched yet (see read_some)
     dispatch(*raw);
     while (auto more = reader_.next()) dispatch(*more);
@@ -323,7 +321,7 @@ bool Client::poll(int timeout_ms) {
     do {
       r = ::poll(&pfd, 1, timeout_ms);
     } while (r < 0 && errno == EINTR);
-    if (r < 0) throw NetworkError(fmt::format("{}: poll: {}", name(), std::strerror(errno)));
+    if (r < 0) throw NetworkError(name(), fmt::format("poll: {}", std::strerror(errno)));
     if (r == 0) return false;
   }
   read_some();
@@ -345,7 +343,7 @@ void Client::read_some() {
   try {
     reader_.feed(std::string_view(buf_.data(), n));
   } catch (const ProtocolError& e) {
-    throw ProtocolError(fmt::format("{}: {}", name(), e.what()));
+    throw ProtocolError(name(), e.what());
   }
   while (auto raw = reader_.next()) dispatch(*raw);
 }
@@ -354,20 +352,20 @@ void Client::lost(std::string_view why) {
   std::string reason = bye_ ? fmt::format("server said BYE {}", bye_text_) : std::string("connection closed by the server");
   std::string extra = stream_ ? stream_->end_reason() : std::string();
   drop_stream();
-  throw NetworkError(fmt::format("{}: {}{}{}{}", name(), reason, why.empty() ? "" : " ", why,
-                                 extra.empty() ? "" : " (" + extra + ")"));
+  throw NetworkError(
+      name(), fmt::format("{}{}{}{}", reason, why.empty() ? "" : " ", why, extra.empty() ? "" : " (" + extra + ")"));
 }
 
 void Client::dispatch(std::string_view raw) {
   if (logger_.debug() > 0) logger_.log(LogLevel::Debug, name(), {}, "S: " + describe_response(raw));
   if (switching_ && switched_)
-    throw ProtocolError(fmt::format("{}: unexpected data after the response that switches the stream layer: {}",
-                                    name(), describe_response(raw)));
+    throw ProtocolError(name(), fmt::format("unexpected data after the response that switches the stream layer: {}",
+                                            describe_response(raw)));
   Response r;
   try {
     r = parse_response(raw);
   } catch (const ProtocolError& e) {
-    throw ProtocolError(fmt::format("{}: {}", name(), e.what()));
+    throw ProtocolError(name(), e.what());
   }
 
   if (r.type == Response::Type::Continuation) {
@@ -387,13 +385,13 @@ void Client::dispatch(std::string_view raw) {
         return;
       }
     }
-    throw ProtocolError(fmt::format("{}: unexpected continuation request: {}", name(), describe_response(raw)));
+    throw ProtocolError(name(), fmt::format("unexpected continuation request: {}", describe_response(raw)));
   }
 
   if (r.type == Response::Type::Tagged) {
     auto it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.tag == r.tag; });
     if (it == inflight_.end() || it->done)
-      throw ProtocolError(fmt::format("{}: response with unknown tag: {}", name(), describe_response(raw)));
+      throw ProtocolError(name(), fmt::format("response with unknown tag: {}", describe_response(raw)));
     it->status = std::get<StatusResponse>(std::move(r.data));
     it->done = true;
     if (it->status.code.kind == ResponseCode::Kind::Capability) set_capabilities(it->status.code.list);
@@ -469,7 +467,7 @@ uint64_t Client::idle_start(UntaggedHandler on_untagged) {
   while (true) {
     it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.id == id; });
     if (it == inflight_.end() || it->done || it->continued) return id;
-    if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+    if (!stream_) throw NetworkError(name(), "not connected");
     read_some();
   }
 }
@@ -477,7 +475,7 @@ uint64_t Client::idle_start(UntaggedHandler on_untagged) {
 StatusResponse Client::idle_done(uint64_t id, bool allow_failure) {
   auto it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.id == id; });
   if (it != inflight_.end() && !it->done && it->continued && it->next_chunk < it->cmd.chunks.size()) {
-    if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+    if (!stream_) throw NetworkError(name(), "not connected");
     trace_out(*it, it->next_chunk, it->next_chunk + 1);
     stream_->write(it->cmd.chunks[it->next_chunk]);
     traffic_.sent += it->cmd.chunks[it->next_chunk].size();
@@ -516,14 +514,14 @@ void Client::abort() noexcept {
 StatusResponse Client::wait(uint64_t id, bool allow_failure) {
   while (true) {
     auto it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.id == id; });
-    if (it == inflight_.end()) throw Error(fmt::format("{}: internal error: waiting for unknown command {}", name(), id));
+    if (it == inflight_.end()) throw Error(name(), fmt::format("internal error: waiting for unknown command {}", id));
     if (it->done) {
       Pending p = std::move(*it);
       inflight_.erase(it);
       if (p.status.kind != StatusResponse::Kind::Ok && !allow_failure) command_failed(p);
       return std::move(p.status);
     }
-    if (!stream_) throw NetworkError(fmt::format("{}: not connected", name()));
+    if (!stream_) throw NetworkError(name(), "not connected");
     read_some();
   }
 }
@@ -532,7 +530,7 @@ void Client::command_failed(const Pending& p) {
   const StatusResponse& st = p.status;
   std::string code = st.code.kind == ResponseCode::Kind::None ? "" : "[" + st.code.name + "] ";
   std::string shown = p.cmd.sensitive ? p.cmd.name : render_chunks(p.cmd, 0, 1);
-  throw CommandError(fmt::format("{}: command {} failed: {} {}{}", name(), shown, status_name(st.kind), code, st.text),
+  throw CommandError(name(), fmt::format("command {} failed: {} {}{}", shown, status_name(st.kind), code, st.text),
                      p.cmd.name, status_name(st.kind), st.code.name, st.text);
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "imap/command.hpp"
+#include "imap/mailbox_session.hpp"
 #include "imap/parser.hpp"
 #include "imap/response.hpp"
 #include "net/stream.hpp"
@@ -104,6 +105,9 @@ class Client {
   int fd() const;
   bool buffered() const;
 
+  // The Mailbox layer's state of this connection (imap/mailbox.cpp).
+  MailboxSession& mailbox_session() { return mailbox_session_; }
+
  private:
   struct Pending {
     uint64_t id;
@@ -163,6 +167,7 @@ class Client {
   std::optional<std::pair<uint64_t, uint64_t>> closed_compressed_;  // the DEFLATE layer's, once closed
   std::pair<uint64_t, uint64_t> before_compress_{};  // traffic_ when COMPRESS started
   std::vector<char> buf_;
+  MailboxSession mailbox_session_;
 };
 
 }  // namespace interimap::detail::imap

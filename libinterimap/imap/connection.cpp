@@ -17,11 +17,11 @@ namespace interimap {
 
 using detail::imap::Client;
 using detail::imap::CommandBuilder;
-using detail::imap::FetchData;
 using detail::imap::ListData;
 using detail::imap::Response;
 using detail::imap::ResponseCode;
 using detail::imap::StatusData;
+using detail::imap::StatusResponse;
 
 namespace {
 
@@ -33,10 +33,27 @@ bool has_flag(const std::vector<std::string>& flags, std::string_view flag) {
 
 std::string paren_list(const std::vector<std::string>& items) { return fmt::format("({})", fmt::join(items, " ")); }
 
+CommandStatus to_command_status(StatusResponse st) {
+  CommandStatus out;
+  out.kind = st.kind == StatusResponse::Kind::No    ? CommandStatus::Kind::No
+             : st.kind == StatusResponse::Kind::Bad ? CommandStatus::Kind::Bad
+                                                    : CommandStatus::Kind::Ok;
+  out.code = std::move(st.code.name);
+  out.code_data = std::move(st.code.raw);
+  out.text = std::move(st.text);
+  return out;
+}
+
 }  // namespace
 
 bool MailboxInfo::selectable() const { return !has_flag(flags, "\\Noselect") && !has_flag(flags, "\\NonExistent"); }
 bool MailboxInfo::subscribed() const { return has_flag(flags, "\\Subscribed"); }
+
+std::string CommandStatus::describe() const {
+  const char* k = kind == Kind::No ? "NO" : kind == Kind::Bad ? "BAD" : "OK";
+  const std::string c = code.empty() ? "" : fmt::format("[{}{}{}] ", code, code_data.empty() ? "" : " ", code_data);
+  return fmt::format("{} {}{}", k, c, text);
+}
 
 Connection::Connection(ConnectionOptions options, Logger& logger)
     : client_(std::make_unique<Client>(std::move(options), logger)) {}
@@ -54,7 +71,6 @@ bool Connection::has_capability(std::string_view c) const { return client_->has_
 void Connection::require_capability(std::string_view c) const { client_->require_capability(c); }
 bool Connection::compressed() const { return client_->compressed(); }
 bool Connection::encrypted() const { return client_->encrypted(); }
-detail::imap::Client& Connection::client() { return *client_; }
 ServerTraffic Connection::traffic() const { return client_->traffic(); }
 
 std::vector<std::string> Connection::enable(const std::vector<std::string>& capabilities) {
@@ -166,7 +182,7 @@ Connection::PendingList Connection::list_begin(const std::vector<std::string>& p
   const bool list_status = with_status && client_->has_capability("LIST-STATUS");
   const bool condstore = client_->has_capability("CONDSTORE");
   if (!select_opts.empty() && !extended)
-    throw ProtocolError(fmt::format("{}: list-select-opts needs the LIST-EXTENDED capability", name()));
+    throw ProtocolError(name(), "list-select-opts needs the LIST-EXTENDED capability");
   auto state = std::make_shared<PendingList::State>();
   state->with_status = with_status;
   state->list_status = list_status;
@@ -238,11 +254,36 @@ std::vector<MailboxInfo> Connection::list_end(PendingList& pending) {
   return std::move(result);
 }
 
-void Connection::create(std::string_view mailbox, bool subscribe) {
-  uint64_t id = client_->send(client_->command("CREATE").mailbox(mailbox).build());
-  uint64_t sub = subscribe ? client_->send(client_->command("SUBSCRIBE").mailbox(mailbox).build()) : 0;
-  client_->wait(id);
-  if (sub) client_->wait(sub);
+CommandStatus Connection::create(std::string_view mailbox) {
+  return to_command_status(client_->run(client_->command("CREATE").mailbox(mailbox).build(), {}, true));
+}
+
+CommandStatus Connection::delete_mailbox(std::string_view mailbox) {
+  return to_command_status(client_->run(client_->command("DELETE").mailbox(mailbox).build(), {}, true));
+}
+
+CommandStatus Connection::rename(std::string_view from, std::string_view to) {
+  return to_command_status(client_->run(client_->command("RENAME").mailbox(from).mailbox(to).build(), {}, true));
+}
+
+CommandStatus Connection::subscribe(std::string_view mailbox) {
+  return to_command_status(client_->run(client_->command("SUBSCRIBE").mailbox(mailbox).build(), {}, true));
+}
+
+CommandStatus Connection::unsubscribe(std::string_view mailbox) {
+  return to_command_status(client_->run(client_->command("UNSUBSCRIBE").mailbox(mailbox).build(), {}, true));
+}
+
+std::optional<char> Connection::hierarchy_delimiter(std::string_view reference) {
+  std::vector<std::optional<char>> found;
+  client_->run(client_->command("LIST").string(reference).string("").build(), [&](const Response& r) {
+    const auto* l = std::get_if<ListData>(&r.data);
+    if (l == nullptr || l->lsub) return false;
+    found.push_back(l->delimiter);
+    return true;
+  });
+  if (found.size() != 1) throw ProtocolError(name(), "Missing or unexpected (unsolicited) LIST response.");
+  return found.front();
 }
 
 std::optional<std::pair<uint32_t, uint32_t>> Connection::append(std::string_view mailbox, std::string_view message,
@@ -258,26 +299,19 @@ std::optional<std::pair<uint32_t, uint32_t>> Connection::append(std::string_view
   return std::nullopt;
 }
 
-std::optional<std::string> Connection::fetch_body(std::string_view mailbox, uint32_t uid) {
-  client_->run(client_->command("EXAMINE").mailbox(mailbox).build());
-  std::optional<std::string> body;
-  client_->run(client_->command("UID FETCH").raw(std::to_string(uid)).raw("(BODY.PEEK[])").build(),
-               [&](const Response& r) {
-                 if (auto* f = std::get_if<FetchData>(&r.data)) {
-                   if (f->uid == uid && f->body) body = f->body;
-                   return true;
-                 }
-                 return false;
-               });
-  return body;
+void Connection::noop() { client_->run(client_->command("NOOP").build()); }
+
+void Connection::unselect() {
+  // BAD when nothing is selected (e.g. a FETCH seen outside a SELECT): fine.
+  const StatusResponse st = client_->run(client_->command("UNSELECT").build(), {}, true);
+  if (st.kind == StatusResponse::Kind::Ok) client_->mailbox_session().server_selected = false;
 }
 
-void Connection::noop() { client_->run(client_->command("NOOP").build()); }
+void Connection::abort() noexcept { client_->abort(); }
 
 void Connection::notify_set(const std::vector<std::string>& mailboxes) {
   if (!client_->has_capability("NOTIFY"))
-    throw ProtocolError(fmt::format("{}: server lacks required capability NOTIFY (RFC 5465), needed by --notify",
-                                    name()));
+    throw ProtocolError(name(), "server lacks required capability NOTIFY (RFC 5465), needed by --notify");
   // RFC 5465 6: with SELECTED, MessageNew and MessageExpunge go together,
   // and FlagChange needs both.  No fetch-att after MessageNew: new
   // messages are fetched by the synchronization pass, not pushed.

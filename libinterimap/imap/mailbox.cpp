@@ -2,7 +2,8 @@
 #include <interimap/mailbox.hpp>
 
 #include "imap/client.hpp"
-#include "util/uidset.hpp"
+#include "imap/connection_internal.hpp"
+#include "imap/mailbox_session.hpp"
 #include "util/utf7.hpp"
 
 #include <fmt/format.h>
@@ -16,13 +17,13 @@
 #include <exception>
 #include <limits>
 #include <map>
-#include <mutex>
 #include <stdexcept>
-#include <unordered_map>
 
 namespace interimap {
 
+using detail::imap::BodyQueue;
 using detail::imap::Client;
+using detail::imap::ConnectionInternal;
 using detail::imap::Command;
 using detail::imap::EsearchData;
 using detail::imap::ExistsData;
@@ -30,6 +31,7 @@ using detail::imap::ExpungeData;
 using detail::imap::FetchData;
 using detail::imap::FlagsData;
 using detail::imap::LiteralSink;
+using detail::imap::MailboxSession;
 using detail::imap::RecentData;
 using detail::imap::Response;
 using detail::imap::ResponseCode;
@@ -103,25 +105,13 @@ size_t command_bytes(const Command& cmd) {
   return n;
 }
 
-detail::UidSet to_detail(const UidSet& set) {
-  detail::UidSet out;
-  for (const auto& [first, last] : set.ranges()) out.insert(first, last);
-  return out;
-}
-
-UidSet from_detail(const detail::UidSet& set) {
-  UidSet out;
-  for (const auto& [first, last] : set.ranges()) out.insert(first, last);
-  return out;
-}
-
 // The UID set in pieces such that `fixed` bytes of command around each piece
 // (verb, items, modifiers) plus tag and CRLF stay within kMaxLine.  Only a
 // fixed part longer than about 4 KiB (hundreds of flags) can exceed it.
 std::vector<std::string> split_set(const UidSet& set, size_t fixed) {
   const size_t overhead = kTagBudget + fixed + 2;
   const size_t budget = overhead + kMinSetBudget <= kMaxLine ? kMaxLine - overhead : kMinSetBudget;
-  return to_detail(set).split(budget);
+  return set.split(budget);
 }
 
 EnvelopeAddress to_public(const detail::imap::Address& a) { return EnvelopeAddress{a.name, a.adl, a.mailbox, a.host}; }
@@ -196,172 +186,22 @@ class Window {
   std::exception_ptr error_;
 };
 
-// FETCH bodies stream here instead of into the framed response: one buffer
-// per message, queued in arrival order (several may be framed by one read
-// before they are dispatched) and taken, in the same order, by whichever
-// handler gets the FETCH response: every response with a streamed body
-// takes exactly one.  One queue per connection, so that the FETCH of an
-// abandoned fetch_messages() and the next one cannot mix bodies up.
-// Memory: the messages of one read buffer plus the one in progress.
-class BodyQueue final : public LiteralSink {
- public:
-  void begin(uint64_t size) override {
-    bodies_.emplace_back();
-    // A bogus size must not make us allocate it up front.
-    bodies_.back().reserve(static_cast<size_t>(std::min<uint64_t>(size, 64u << 20)));
-  }
-  void data(std::string_view chunk) override { bodies_.back().append(chunk); }
-  void end() override {}
-  // The oldest body; nullopt if none is queued (a bug: the framer and the
-  // dispatcher disagree).
-  std::optional<std::string> take() {
-    if (bodies_.empty()) return std::nullopt;
-    std::string body = std::move(bodies_.front());
-    bodies_.pop_front();
-    return body;
-  }
-
- private:
-  std::deque<std::string> bodies_;
-};
-
 }  // namespace
 
 // ---------------------------------------------------------------------------
-// UidSet
-
-UidSet UidSet::range(uint32_t first, uint32_t last) {
-  UidSet s;
-  s.insert(first, last);
-  return s;
-}
-
-UidSet UidSet::parse(std::string_view text) { return from_detail(detail::UidSet::parse(text)); }
-
-void UidSet::insert(uint32_t first, uint32_t last) {
-  if (first > last) std::swap(first, last);
-  // RFC 3501 2.3.1.1: UIDs start at 1.
-  if (first == 0) throw std::invalid_argument("UID 0 is not a valid UID");
-  // Fast path: at or after the end (ascending insertion).
-  if (ranges_.empty() || uint64_t{first} > uint64_t{ranges_.back().second} + 1) {
-    ranges_.emplace_back(first, last);
-    return;
-  }
-  if (first >= ranges_.back().first) {
-    ranges_.back().second = std::max(ranges_.back().second, last);
-    return;
-  }
-  // The first range that ends at or after first - 1 (it may touch or overlap).
-  auto lo = std::lower_bound(ranges_.begin(), ranges_.end(), first,
-                             [](const Range& r, uint32_t v) { return uint64_t{r.second} + 1 < v; });
-  auto hi = lo;
-  while (hi != ranges_.end() && uint64_t{hi->first} <= uint64_t{last} + 1) ++hi;
-  if (lo == hi) {
-    ranges_.insert(lo, Range{first, last});
-    return;
-  }
-  *lo = Range{std::min(first, lo->first), std::max(last, std::prev(hi)->second)};
-  ranges_.erase(std::next(lo), hi);
-}
-
-void UidSet::insert(const UidSet& other) {
-  if (ranges_.empty()) {
-    ranges_ = other.ranges_;
-    return;
-  }
-  for (const auto& [first, last] : other.ranges_) insert(first, last);
-}
-
-void UidSet::erase(uint32_t uid) {
-  UidSet one;
-  one.insert(uid);
-  erase(one);
-}
-
-void UidSet::erase(const UidSet& other) {
-  if (ranges_.empty() || other.ranges_.empty()) return;
-  // Merge walk over both sorted lists: linear.
-  std::vector<Range> out;
-  out.reserve(ranges_.size() + other.ranges_.size());
-  auto o = other.ranges_.begin();
-  for (Range r : ranges_) {
-    uint64_t first = r.first;
-    const uint64_t last = r.second;
-    while (o != other.ranges_.end() && o->second < first) ++o;
-    auto p = o;
-    while (first <= last && p != other.ranges_.end() && p->first <= last) {
-      if (p->first > first) out.emplace_back(static_cast<uint32_t>(first), p->first - 1);
-      first = uint64_t{p->second} + 1;
-      if (p->second > last) break;
-      ++p;
-    }
-    if (first <= last) out.emplace_back(static_cast<uint32_t>(first), static_cast<uint32_t>(last));
-  }
-  ranges_ = std::move(out);
-}
-
-bool UidSet::contains(uint32_t uid) const {
-  auto it = std::lower_bound(ranges_.begin(), ranges_.end(), uid,
-                             [](const Range& r, uint32_t v) { return r.second < v; });
-  return it != ranges_.end() && it->first <= uid;
-}
-
-uint64_t UidSet::size() const {
-  uint64_t n = 0;
-  for (const auto& [first, last] : ranges_) n += uint64_t{last} - first + 1;
-  return n;
-}
-
-std::vector<uint32_t> UidSet::to_vector() const {
-  std::vector<uint32_t> out;
-  out.reserve(static_cast<size_t>(size()));
-  for (const auto& [first, last] : ranges_)
-    for (uint64_t uid = first; uid <= last; ++uid) out.push_back(static_cast<uint32_t>(uid));
-  return out;
-}
-
-std::string UidSet::to_string() const { return to_detail(*this).to_string(); }
-
-// ---------------------------------------------------------------------------
-// Per-connection state
-
-// What the Mailbox layer knows about one connection: whether QRESYNC is
-// enabled, and which mailbox is selected (RFC 3501 allows one at a time).
-// It is owned by the untagged handler it installs on the Client, so it dies
-// with the Client; the registry only holds weak references, and a token
-// owned by the handler alone tells whether the handler is still installed,
-// so a Client reallocated at the same address, or one whose handler was
-// replaced, starts afresh.
-struct Mailbox::ConnectionState {
-  bool qresync = false;
-  // Whether the server has a mailbox selected (ours or not): the next
-  // SELECT then closes it with [CLOSED] (RFC 7162 3.2.11).
-  bool server_selected = false;
-  // The Mailbox state the server's mailbox-related responses go to.
-  std::weak_ptr<State> selected;
-  std::weak_ptr<const int> handler_alive;
-  BodyQueue bodies;
-  // Commands an operation left unanswered when an exception cut it short.
-  // Servers may run pipelined commands in parallel and interleave their
-  // untagged responses (RFC 3501 5.5; Dovecot does so with FETCH), so the
-  // next operation first waits for these: an abandoned FETCH must not
-  // swallow the next one's responses.
-  std::vector<uint64_t> abandoned;
-
-  static std::shared_ptr<ConnectionState> of(Client& client);
-};
+// Per-connection state: the Client's MailboxSession (imap/mailbox_session.hpp)
 
 // One mailbox's view of the server: what SELECT reported, raised by what
 // arrives later, and the changes not yet taken (the reference's _VANISHED
 // and _MODIFIED).
-struct Mailbox::State {
+struct Mailbox::State final : detail::imap::SelectedMailbox {
   struct Change {
     uint64_t modseq = 0;
     std::optional<std::vector<std::string>> flags;
   };
 
   Client* client = nullptr;
-  std::shared_ptr<ConnectionState> conn;
+  MailboxSession* conn = nullptr;  // the client's
   std::string wire;
   std::string display;  // UTF-8 for messages
 
@@ -384,7 +224,7 @@ struct Mailbox::State {
   std::string where() const { return fmt::format("{}: {}", client->name(), display); }
 
   // Waits for the commands an earlier operation abandoned (see
-  // ConnectionState::abandoned); every operation starts with it.
+  // MailboxSession::abandoned); every operation starts with it.
   void settle() {
     auto& pending = conn->abandoned;
     if (!client->is_open()) pending.clear();
@@ -431,27 +271,30 @@ struct Mailbox::State {
 
   void require_selected(std::string_view operation) const {
     if (!selected)
-      throw Error(fmt::format("{}: {}: mailbox not selected (select() it first, or it was deselected by "
+      throw Error(client->name(),
+                  fmt::format("{}: {}: mailbox not selected (select() it first, or it was deselected by "
                               "another selection on the connection)",
-                              where(), operation));
+                              display, operation));
   }
   void require_writable(std::string_view operation) const {
     require_selected(operation);
-    if (read_only) throw Error(fmt::format("{}: {}: mailbox is selected read-only", where(), operation));
+    if (read_only)
+      throw Error(client->name(), fmt::format("{}: {}: mailbox is selected read-only", display, operation));
   }
   // RFC 4315 2.1: UID EXPUNGE only removes the given UIDs, leaving
   // \Deleted messages of other clients alone.
   void require_uidplus() const {
     if (!client->has_capability("UIDPLUS"))
-      throw ProtocolError(fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for UID EXPUNGE",
-                                      where()));
+      throw ProtocolError(
+          client->name(),
+          fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for UID EXPUNGE", display));
   }
 
   [[noreturn]] void command_failed(std::string_view command, std::string_view what, const StatusResponse& st) const {
     const std::string code = st.code.kind == ResponseCode::Kind::None ? "" : "[" + st.code.name + "] ";
-    throw CommandError(
-        fmt::format("{}: {} failed: {} {}{}", where(), what, status_name(st.kind), code, st.text),
-        std::string(command), status_name(st.kind), st.code.name, st.text);
+    throw CommandError(client->name(),
+                       fmt::format("{}: {} failed: {} {}{}", display, what, status_name(st.kind), code, st.text),
+                       std::string(command), status_name(st.kind), st.code.name, st.text);
   }
 
   // A response code, untagged or on a tagged OK.  Returns whether it
@@ -461,7 +304,8 @@ struct Mailbox::State {
       case ResponseCode::Kind::UidValidity: {
         const auto v = static_cast<uint32_t>(code.number);
         if (!selecting && uidvalidity != 0 && v != uidvalidity)
-          throw Error(fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", where(),
+          throw Error(client->name(),
+                      fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", display,
                                   uidvalidity, v));
         uidvalidity = v;
         return true;
@@ -510,7 +354,7 @@ struct Mailbox::State {
 
   // An untagged response while this mailbox is (being) selected.  Returns
   // whether it concerned the mailbox.
-  bool process(const Response& r) {
+  bool process(const Response& r) override {
     if (const auto* st = std::get_if<StatusResponse>(&r.data)) {
       if (st->kind == StatusResponse::Kind::Bye || st->kind == StatusResponse::Kind::Preauth) return false;
       if (st->code.kind == ResponseCode::Kind::Closed) {
@@ -542,9 +386,10 @@ struct Mailbox::State {
       // VANISHED instead of EXPUNGE; sequence numbers alone cannot tell us
       // which UID went (we keep no sequence-to-UID map).
       if (conn->qresync)
-        throw ProtocolError(fmt::format("{}: server sent EXPUNGE while QRESYNC is enabled, violating RFC 7162 "
+        throw ProtocolError(client->name(),
+                            fmt::format("{}: server sent EXPUNGE while QRESYNC is enabled, violating RFC 7162 "
                                         "3.2.10 (VANISHED expected)",
-                                        where()));
+                                        display));
       if (exists > 0) --exists;
       return true;
     }
@@ -568,7 +413,9 @@ struct Mailbox::State {
 
   std::string take_body() {
     auto body = conn->bodies.take();
-    if (!body) throw ProtocolError(fmt::format("{}: internal error: FETCH body streamed but not queued", where()));
+    if (!body)
+      throw ProtocolError(client->name(),
+                          fmt::format("{}: internal error: FETCH body streamed but not queued", display));
     return std::move(*body);
   }
 
@@ -589,32 +436,31 @@ struct Mailbox::State {
   }
 };
 
-std::shared_ptr<Mailbox::ConnectionState> Mailbox::ConnectionState::of(Client& client) {
-  static std::mutex mutex;
-  static std::unordered_map<const Client*, std::weak_ptr<ConnectionState>> registry;
-  std::lock_guard lock(mutex);
-  if (auto it = registry.find(&client); it != registry.end())
-    if (auto cs = it->second.lock(); cs && !cs->handler_alive.expired()) return cs;
-  std::erase_if(registry, [](const auto& kv) { return kv.second.expired(); });
-  auto cs = std::make_shared<ConnectionState>();
-  auto token = std::make_shared<const int>(0);
-  cs->handler_alive = token;
-  registry[&client] = cs;
-  // Responses no command claimed go to the selected mailbox (STYLE.md 7).
-  client.set_untagged_handler([cs, token](const Response& r) {
-    if (auto st = cs->selected.lock()) return st->process(r);
-    return false;
-  });
-  return cs;
+namespace {
+
+// The connection's MailboxSession; the first use makes the responses no
+// command claimed go to the selected mailbox (STYLE.md 7).
+MailboxSession& session_of(Client& client) {
+  MailboxSession& session = client.mailbox_session();
+  if (!session.attached) {
+    session.attached = true;
+    client.set_untagged_handler([&session](const Response& r) {
+      if (auto selected = session.selected.lock()) return selected->process(r);
+      return false;
+    });
+  }
+  return session;
 }
+
+}  // namespace
 
 // ---------------------------------------------------------------------------
 // Mailbox
 
 Mailbox::Mailbox(Connection& connection, std::string wire_name)
     : connection_(&connection), state_(std::make_shared<State>()) {
-  state_->client = &connection.client();
-  state_->conn = ConnectionState::of(connection.client());
+  state_->client = &ConnectionInternal::client(connection);
+  state_->conn = &session_of(*state_->client);
   if (iequals(wire_name, "INBOX")) wire_name = "INBOX";  // RFC 3501 5.1: case-insensitive
   try {
     state_->display = detail::mutf7_to_utf8(wire_name);
@@ -654,20 +500,20 @@ Changes Mailbox::take_changes() { return state_->take_changes(); }
 bool Mailbox::take_new_messages() { return std::exchange(state_->new_messages, false); }
 
 void Mailbox::enable_qresync(Connection& connection) {
-  auto cs = ConnectionState::of(connection.client());
-  if (cs->qresync) return;
+  MailboxSession& session = session_of(ConnectionInternal::client(connection));
+  if (session.qresync) return;
   // RFC 7162 3.2.3: QRESYNC must be enabled before it is used; ENABLE
   // (RFC 5161) needs the capability, as QRESYNC itself does.
   connection.require_capability("ENABLE");
   connection.require_capability("QRESYNC");
   const auto enabled = connection.enable({"QRESYNC"});
   if (!has_flag(enabled, "QRESYNC"))
-    throw ProtocolError(fmt::format("{}: ENABLE QRESYNC: the server did not enable QRESYNC (ENABLED {})",
-                                    connection.name(), fmt::join(enabled, " ")));
-  cs->qresync = true;
+    throw ProtocolError(connection.name(), fmt::format("ENABLE QRESYNC: the server did not enable QRESYNC (ENABLED {})",
+                                                       fmt::join(enabled, " ")));
+  session.qresync = true;
 }
 
-bool Mailbox::qresync_enabled(Connection& connection) { return ConnectionState::of(connection.client())->qresync; }
+bool Mailbox::qresync_enabled(Connection& connection) { return session_of(ConnectionInternal::client(connection)).qresync; }
 
 void Mailbox::select(const std::optional<QresyncParams>& qresync) { open(false, qresync); }
 void Mailbox::examine(const std::optional<QresyncParams>& qresync) { open(true, qresync); }
@@ -706,7 +552,7 @@ void Mailbox::open(bool examine, const std::optional<QresyncParams>& qresync) {
     std::vector<Response> early;
   };
   auto op = std::make_shared<Op>();
-  op->previous = st.conn->selected.lock();
+  op->previous = std::static_pointer_cast<State>(st.conn->selected.lock());
   op->before_closed =
       st.conn->server_selected && (client.has_capability("CONDSTORE") || client.has_capability("QRESYNC"));
   if (op->previous && op->previous.get() != &st) op->previous->selected = false;
@@ -760,7 +606,7 @@ void Mailbox::open(bool examine, const std::optional<QresyncParams>& qresync) {
   // UIDNEXT and HIGHESTMODSEQ (no NOMODSEQ) from a QRESYNC server.
   auto broken = [&](std::string_view what) {
     st.deselect();
-    throw ProtocolError(fmt::format("{}: {}: {}", st.where(), verb, what));
+    throw ProtocolError(st.client->name(), fmt::format("{}: {}: {}", st.display, verb, what));
   };
   if (st.uidvalidity == 0) broken("the server sent no UIDVALIDITY (RFC 3501 6.3.1)");
   if (st.conn->qresync) {
@@ -772,8 +618,8 @@ void Mailbox::open(bool examine, const std::optional<QresyncParams>& qresync) {
   }
   if (qresync && qresync->uidvalidity != st.uidvalidity) {
     st.deselect();
-    throw Error(fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", st.where(),
-                            qresync->uidvalidity, st.uidvalidity));
+    throw Error(st.client->name(), fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.",
+                                               st.display, qresync->uidvalidity, st.uidvalidity));
   }
   st.selected = true;
 }
@@ -974,7 +820,8 @@ Mailbox::UpdateResult Mailbox::update(const UidSet& expunge, const std::vector<F
       try {
         result.refused[index].insert(UidSet::parse(status.code.raw));
       } catch (const std::invalid_argument& e) {
-        throw ProtocolError(fmt::format("{}: UID STORE: malformed MODIFIED response code: {}", st.where(), e.what()));
+        throw ProtocolError(st.client->name(),
+                            fmt::format("{}: UID STORE: malformed MODIFIED response code: {}", st.display, e.what()));
       }
       if (status.kind == StatusResponse::Kind::No) return;
     }
@@ -1109,7 +956,8 @@ void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Messag
     self->record_fetch(*f, false);
     if (op->callback == nullptr) return true;  // abandoned: discard
     if (!f->uid)
-      throw ProtocolError(fmt::format("{}: UID FETCH response without UID (RFC 3501 6.4.8)", self->where()));
+      throw ProtocolError(self->client->name(),
+                          fmt::format("{}: UID FETCH response without UID (RFC 3501 6.4.8)", self->display));
     Message m;
     m.uid = *f->uid;
     if (f->flags) m.flags = without_recent(*f->flags);
@@ -1154,12 +1002,14 @@ std::vector<uint32_t> Mailbox::append_impl(const std::vector<AppendMessage>& mes
   // RFC 4315 3: without UIDPLUS there is no APPENDUID, so no way to map
   // the new messages (the reference refuses too).
   if (!client.has_capability("UIDPLUS"))
-    throw ProtocolError(fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for APPENDUID",
-                                    st.where()));
+    throw ProtocolError(
+        st.client->name(),
+        fmt::format("{}: server lacks required capability UIDPLUS (RFC 4315) for APPENDUID", st.display));
   for (size_t i = 0; i < messages.size(); ++i) {
     // RFC 3502 6.3.11 forbids zero-length messages (and Dovecot refuses them).
     if (messages[i].body.empty())
-      throw Error(fmt::format("{}: APPEND: message #{} is empty; empty messages cannot be appended", st.where(), i + 1));
+      throw Error(st.client->name(), fmt::format("{}: APPEND: message #{} is empty; empty messages cannot be appended",
+                                                 st.display, i + 1));
     for (const auto& f : messages[i].flags) check_flag(f);
   }
   const bool multi = client.has_capability("MULTIAPPEND");
@@ -1189,14 +1039,16 @@ std::vector<uint32_t> Mailbox::append_impl(const std::vector<AppendMessage>& mes
     // RFC 4315 3: OK [APPENDUID uidvalidity uid-set], the UIDs in the
     // order the messages were given (MULTIAPPEND assigns them ascending).
     if (status.code.kind != ResponseCode::Kind::AppendUid)
-      throw ProtocolError(fmt::format("{}: {}: no APPENDUID in the server's answer: OK {}", st.where(), what,
-                                      status.text));
+      throw ProtocolError(st.client->name(), fmt::format("{}: {}: no APPENDUID in the server's answer: OK {}",
+                                                         st.display, what, status.text));
     if (status.code.uids.size() != end - begin)
-      throw ProtocolError(fmt::format("{}: {}: APPENDUID {} lists {} UID(s) for {} message(s)", st.where(), what,
+      throw ProtocolError(st.client->name(),
+                          fmt::format("{}: {}: APPENDUID {} lists {} UID(s) for {} message(s)", st.display, what,
                                       status.code.uids.to_string(), status.code.uids.size(), end - begin));
     const auto uidvalidity = static_cast<uint32_t>(status.code.number);
     if (st.uidvalidity != 0 && uidvalidity != st.uidvalidity)
-      throw Error(fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", st.where(),
+      throw Error(st.client->name(),
+                  fmt::format("{}: UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache.", st.display,
                               st.uidvalidity, uidvalidity));
     size_t k = begin;
     for (const auto& [first, last] : status.code.uids.ranges())

@@ -2,7 +2,7 @@
 // interimap and pullimap use).  Produced by parse_response() in parser.hpp.
 #pragma once
 
-#include "util/uidset.hpp"
+#include <interimap/uidset.hpp>
 
 #include <cstdint>
 #include <optional>

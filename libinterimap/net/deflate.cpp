@@ -31,7 +31,8 @@ class Deflater {
     // Compress::Raw::Zlib's defaults, as the reference uses them: default
     // level, memLevel 9 (MAX_MEM_LEVEL).
     if (deflateInit2(&z_, Z_DEFAULT_COMPRESSION, Z_DEFLATED, kRawWindowBits, MAX_MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK)
-      throw NetworkError(fmt::format("{}: cannot start DEFLATE compression: {}", name, z_.msg ? z_.msg : "zlib error"));
+      throw NetworkError(std::string(name),
+                         fmt::format("cannot start DEFLATE compression: {}", z_.msg ? z_.msg : "zlib error"));
   }
   ~Deflater() { deflateEnd(&z_); }
   Deflater(const Deflater&) = delete;
@@ -46,8 +47,8 @@ class Inflater {
  public:
   explicit Inflater(const std::string& name) {
     if (inflateInit2(&z_, kRawWindowBits) != Z_OK)
-      throw NetworkError(
-          fmt::format("{}: cannot start DEFLATE decompression: {}", name, z_.msg ? z_.msg : "zlib error"));
+      throw NetworkError(std::string(name),
+                         fmt::format("cannot start DEFLATE decompression: {}", z_.msg ? z_.msg : "zlib error"));
   }
   ~Inflater() { inflateEnd(&z_); }
   Inflater(const Inflater&) = delete;
@@ -112,8 +113,8 @@ void DeflateStream::inflate_some() {
   if (rc == Z_STREAM_END) {
     stream_end_ = true;
   } else if (rc != Z_OK && rc != Z_BUF_ERROR) {  // Z_BUF_ERROR: no progress possible, not an error
-    throw NetworkError(
-        fmt::format("{}: corrupt DEFLATE data from {}: {}", name_, inner_->peer(), z.msg ? z.msg : zError(rc)));
+    throw NetworkError(name_,
+                       fmt::format("corrupt DEFLATE data from {}: {}", inner_->peer(), z.msg ? z.msg : zError(rc)));
   }
 }
 
@@ -158,7 +159,7 @@ void DeflateStream::write(std::string_view data) {
       z.avail_out = sizeof chunk;
       int rc = deflate(&z, flush);
       if (rc != Z_OK && rc != Z_BUF_ERROR)
-        throw NetworkError(fmt::format("{}: DEFLATE compression failed: {}", name_, z.msg ? z.msg : zError(rc)));
+        throw NetworkError(name_, fmt::format("DEFLATE compression failed: {}", z.msg ? z.msg : zError(rc)));
       pending.append(chunk, sizeof chunk - z.avail_out);
       if (pending.size() >= kMaxPendingOutput) {
         inner_->write(pending);

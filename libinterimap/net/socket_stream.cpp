@@ -86,8 +86,7 @@ void SocketStream::write_parts(std::span<const std::string_view> parts) {
 void SocketStream::fail(Op op, int err) {
   // SO_SNDTIMEO expired with nothing sent (see tcp.cpp).
   std::string reason = err == EAGAIN || err == EWOULDBLOCK ? std::string("timed out") : std::strerror(err);
-  throw NetworkError(
-      fmt::format("{}: cannot {} {}: {}", name_, op == Op::Read ? "read from" : "write to", peer_, reason));
+  throw NetworkError(name_, fmt::format("cannot {} {}: {}", op == Op::Read ? "read from" : "write to", peer_, reason));
 }
 
 bool wait_readable(const Stream& stream, std::chrono::milliseconds timeout) {
@@ -102,8 +101,8 @@ bool wait_readable(const Stream& stream, std::chrono::milliseconds timeout) {
     if (r > 0) return true;  // POLLIN, or POLLHUP/POLLERR for read() to report
     if (r == 0) return false;
     if (errno != EINTR)
-      throw NetworkError(
-          fmt::format("{}: poll on {}: {}", stream.connection_name(), stream.peer(), std::strerror(errno)));
+      throw NetworkError(std::string(stream.connection_name()),
+                         fmt::format("poll on {}: {}", stream.peer(), std::strerror(errno)));
   }
 }
 

@@ -88,8 +88,7 @@ class Negotiation {
       if (!wait_readable(stream_, kSetupTimeout)) fail(fmt::format("no reply within {} s", kSetupTimeout.count()));
       size_t r = stream_.read(std::span<char>(out.data() + got, n - got));
       if (r == 0)
-        throw NetworkError(
-            fmt::format("{}: SOCKS5 proxy {} closed the connection during the negotiation", name_, proxy_));
+        throw NetworkError(name_, fmt::format("SOCKS5 proxy {} closed the connection during the negotiation", proxy_));
       got += r;
     }
     return out;
@@ -97,7 +96,7 @@ class Negotiation {
   uint8_t receive_byte() { return static_cast<uint8_t>(receive(1)[0]); }
 
   [[noreturn]] void fail(std::string_view what) const {
-    throw NetworkError(fmt::format("{}: SOCKS5 proxy {}: {}", name_, proxy_, what));
+    throw NetworkError(name_, fmt::format("SOCKS5 proxy {}: {}", proxy_, what));
   }
   [[noreturn]] void invalid(std::string_view detail) const { fail(fmt::format("invalid reply ({})", detail)); }
 
@@ -120,8 +119,8 @@ std::string destination(const HostSpec& target, bool remote_resolution, const Co
   if (!target.is_literal() && remote_resolution) {
     // RFC 1928 5: a fully-qualified domain name, its length in one octet.
     if (target.address.size() > 255)
-      throw ConfigError(
-          fmt::format("{}: host name `{}` is too long for SOCKS5 (over 255 bytes)", opts.name, target.address));
+      throw ConfigError(opts.name,
+                        fmt::format("host name `{}` is too long for SOCKS5 (over 255 bytes)", target.address));
     out += static_cast<char>(kAtypDomain);
     out += static_cast<char>(target.address.size());
     out += target.address;
@@ -142,8 +141,7 @@ std::string destination(const HostSpec& target, bool remote_resolution, const Co
   int rc = getaddrinfo(target.address.c_str(), nullptr, &hints, &res);
   if (rc != 0) {
     std::string reason = rc == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(rc);
-    throw NetworkError(
-        fmt::format("{}: cannot resolve {}: {}", opts.name, format_endpoint(target.address, port), reason));
+    throw NetworkError(opts.name, fmt::format("cannot resolve {}: {}", format_endpoint(target.address, port), reason));
   }
   std::unique_ptr<addrinfo, AddrInfoDeleter> list(res);
   if (res->ai_family == AF_INET) {
@@ -157,8 +155,8 @@ std::string destination(const HostSpec& target, bool remote_resolution, const Co
     out += static_cast<char>(kAtypIPv6);
     out.append(reinterpret_cast<const char*>(&sin6.sin6_addr), 16);
   } else {
-    throw NetworkError(fmt::format("{}: cannot resolve {}: no IPv4 or IPv6 address", opts.name,
-                                   format_endpoint(target.address, port)));
+    throw NetworkError(
+        opts.name, fmt::format("cannot resolve {}: no IPv4 or IPv6 address", format_endpoint(target.address, port)));
   }
   return out;
 }
@@ -167,8 +165,10 @@ std::string destination(const HostSpec& target, bool remote_resolution, const Co
 
 ProxySpec parse_proxy(std::string_view uri, std::string_view name) {
   auto invalid = [&]() {
-    return ConfigError(fmt::format(
-        "{}: invalid proxy `{}` (expected socks5://[USER:PASSWORD@]HOST[:PORT] or socks5h://...)", name, redact(uri)));
+    return ConfigError(
+        std::string(name),
+        fmt::format("invalid proxy `{}` (expected socks5://[USER:PASSWORD@]HOST[:PORT] or socks5h://...)",
+                    redact(uri)));
   };
   if (std::any_of(uri.begin(), uri.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; }))
     throw invalid();
@@ -217,11 +217,13 @@ ProxySpec parse_proxy(std::string_view uri, std::string_view name) {
   if (scheme == "socks5h") {
     spec.remote_resolution = true;
   } else if (scheme != "socks5") {
-    throw ConfigError(fmt::format("{}: unsupported proxy protocol `{}` (only socks5 and socks5h)", name, scheme));
+    throw ConfigError(std::string(name),
+                      fmt::format("unsupported proxy protocol `{}` (only socks5 and socks5h)", scheme));
   }
   // RFC 1929 2: ULEN and PLEN are one octet each.
   if (spec.username.size() > 255 || spec.password.size() > 255)
-    throw ConfigError(fmt::format("{}: proxy user name or password over 255 bytes in `{}`", name, redact(uri)));
+    throw ConfigError(std::string(name),
+                      fmt::format("proxy user name or password over 255 bytes in `{}`", redact(uri)));
   return spec;
 }
 
@@ -285,8 +287,8 @@ std::unique_ptr<SocketStream> open_socks5(const ConnectionOptions& opts) {
   uint8_t rep = static_cast<uint8_t>(reply[1]);
   if (version != kVersion) n.invalid(fmt::format("version 0x{:02x}, expected 0x05", version));
   if (rep != 0x00)
-    throw NetworkError(fmt::format("{}: SOCKS5 proxy {} cannot connect to {}: {} (reply 0x{:02x})", opts.name,
-                                   proxy_endpoint, target_endpoint, reply_meaning(rep), rep));
+    throw NetworkError(opts.name, fmt::format("SOCKS5 proxy {} cannot connect to {}: {} (reply 0x{:02x})",
+                                              proxy_endpoint, target_endpoint, reply_meaning(rep), rep));
   if (reply[2] != 0) n.invalid(fmt::format("reserved byte 0x{:02x}", static_cast<uint8_t>(reply[2])));
   size_t address_length;
   switch (static_cast<uint8_t>(reply[3])) {

@@ -69,8 +69,8 @@ int connect_with_timeout(int fd, const sockaddr* sa, socklen_t len) {
 void set_option(int fd, int level, int option, const void* value, socklen_t len, std::string_view option_name,
                 std::string_view name, std::string_view where) {
   if (setsockopt(fd, level, option, value, len) < 0)
-    throw NetworkError(
-        fmt::format("{}: setsockopt {} on the socket to {}: {}", name, option_name, where, std::strerror(errno)));
+    throw NetworkError(std::string(name),
+                       fmt::format("setsockopt {} on the socket to {}: {}", option_name, where, std::strerror(errno)));
 }
 
 }  // namespace
@@ -87,7 +87,7 @@ HostSpec parse_host(std::string_view host, std::string_view name) {
   } else if (inet_pton(AF_INET6, spec.address.c_str(), buf) == 1) {
     spec.family = AF_INET6;
   } else if (bracketed) {
-    throw ConfigError(fmt::format("{}: invalid IP literal `{}` in host", name, host));
+    throw ConfigError(std::string(name), fmt::format("invalid IP literal `{}` in host", host));
   }
   return spec;
 }
@@ -111,8 +111,8 @@ UniqueFd tcp_connect(const HostSpec& host, const std::string& service, std::stri
   int rc = getaddrinfo(host.address.c_str(), service.c_str(), &hints, &res);
   if (rc != 0) {
     std::string reason = rc == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(rc);
-    throw NetworkError(
-        fmt::format("{}: cannot resolve {}{}: {}", name, what, format_endpoint(host.address, service), reason));
+    throw NetworkError(std::string(name),
+                       fmt::format("cannot resolve {}{}: {}", what, format_endpoint(host.address, service), reason));
   }
   AddrInfoPtr list(res);
 
@@ -143,8 +143,8 @@ UniqueFd tcp_connect(const HostSpec& host, const std::string& service, std::stri
     return fd;
   }
   std::string address = host.is_literal() || last_address.empty() ? std::string() : " (" + last_address + ")";
-  throw NetworkError(
-      fmt::format("{}: cannot connect to {}{}{}: {}", name, what, endpoint, address, std::strerror(last_error)));
+  throw NetworkError(std::string(name),
+                     fmt::format("cannot connect to {}{}{}: {}", what, endpoint, address, std::strerror(last_error)));
 }
 
 std::unique_ptr<SocketStream> open_tcp(const ConnectionOptions& opts) {

@@ -115,12 +115,10 @@ std::vector<Pin> parse_pins(const ConnectionOptions& opts) {
         else
           pin.digest.push_back(static_cast<unsigned char>(hi << 4 | lo));
       }
-      if (!ok)
-        throw ConfigError(fmt::format("{}: invalid SSL_fingerprint `{}` (expected [ALGO$]HEX)", opts.name, entry));
+      if (!ok) throw ConfigError(opts.name, fmt::format("invalid SSL_fingerprint `{}` (expected [ALGO$]HEX)", entry));
       pin.md = EVP_get_digestbyname(pin.algorithm.c_str());
       if (pin.md == nullptr)
-        throw ConfigError(
-            fmt::format("{}: unknown digest algorithm `{}` in SSL_fingerprint", opts.name, pin.algorithm));
+        throw ConfigError(opts.name, fmt::format("unknown digest algorithm `{}` in SSL_fingerprint", pin.algorithm));
       pins.push_back(std::move(pin));
     }
   }
@@ -192,8 +190,8 @@ int protocol_version(const std::string& value, std::string_view option, const st
   if (value == "TLSv1.1") return TLS1_1_VERSION;
   if (value == "TLSv1.2") return TLS1_2_VERSION;
   if (value == "TLSv1.3") return TLS1_3_VERSION;
-  throw ConfigError(
-      fmt::format("{}: unknown {} `{}` (expected SSLv3, TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3)", name, option, value));
+  throw ConfigError(std::string(name),
+                    fmt::format("unknown {} `{}` (expected SSLv3, TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3)", option, value));
 }
 
 // The deprecated SSL_protocols, as the reference reads it: "!P" disables P;
@@ -224,7 +222,7 @@ uint64_t protocols_to_disable(const std::string& value, const std::string& name)
     for (const auto& k : known)
       if (k.name == token) match = &k;
     if (match == nullptr)
-      throw ConfigError(fmt::format("{}: unknown protocol `{}` in SSL_protocols `{}`", name, token, value));
+      throw ConfigError(std::string(name), fmt::format("unknown protocol `{}` in SSL_protocols `{}`", token, value));
     (negated ? exclude : include) |= match->option;
   }
   if (include != 0) exclude |= all & ~include;
@@ -234,7 +232,7 @@ uint64_t protocols_to_disable(const std::string& value, const std::string& name)
 SslCtxPtr make_context(const ConnectionOptions& opts) {
   const TlsOptions& tls = opts.tls;
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-  if (!ctx) throw NetworkError(fmt::format("{}: SSL_CTX_new: {}", opts.name, take_ssl_errors().reason));
+  if (!ctx) throw NetworkError(opts.name, fmt::format("SSL_CTX_new: {}", take_ssl_errors().reason));
 
   // IGNORE_UNEXPECTED_EOF: many IMAP servers close without close_notify
   // after LOGOUT; IMAP's tagged responses already expose a truncation.
@@ -244,14 +242,14 @@ SslCtxPtr make_context(const ConnectionOptions& opts) {
     if (!tls.protocol_min.empty()) {
       int version = protocol_version(tls.protocol_min, "SSL_protocol_min", opts.name);
       if (SSL_CTX_set_min_proto_version(ctx.get(), version) != 1)
-        throw ConfigError(
-            fmt::format("{}: SSL_protocol_min `{}`: {}", opts.name, tls.protocol_min, take_ssl_errors().reason));
+        throw ConfigError(opts.name,
+                          fmt::format("SSL_protocol_min `{}`: {}", tls.protocol_min, take_ssl_errors().reason));
     }
     if (!tls.protocol_max.empty()) {
       int version = protocol_version(tls.protocol_max, "SSL_protocol_max", opts.name);
       if (SSL_CTX_set_max_proto_version(ctx.get(), version) != 1)
-        throw ConfigError(
-            fmt::format("{}: SSL_protocol_max `{}`: {}", opts.name, tls.protocol_max, take_ssl_errors().reason));
+        throw ConfigError(opts.name,
+                          fmt::format("SSL_protocol_max `{}`: {}", tls.protocol_max, take_ssl_errors().reason));
     }
   } else if (!tls.protocols.empty()) {
     // The reference ignores SSL_protocols when either bound is set.
@@ -261,11 +259,11 @@ SslCtxPtr make_context(const ConnectionOptions& opts) {
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_AUTO_RETRY | SSL_MODE_RELEASE_BUFFERS);
 
   if (!tls.cipherlist.empty() && SSL_CTX_set_cipher_list(ctx.get(), tls.cipherlist.c_str()) != 1)
-    throw ConfigError(
-        fmt::format("{}: invalid SSL_cipherlist `{}`: {}", opts.name, tls.cipherlist, take_ssl_errors().reason));
+    throw ConfigError(opts.name,
+                      fmt::format("invalid SSL_cipherlist `{}`: {}", tls.cipherlist, take_ssl_errors().reason));
   if (!tls.ciphersuites.empty() && SSL_CTX_set_ciphersuites(ctx.get(), tls.ciphersuites.c_str()) != 1)
-    throw ConfigError(
-        fmt::format("{}: invalid SSL_ciphersuites `{}`: {}", opts.name, tls.ciphersuites, take_ssl_errors().reason));
+    throw ConfigError(opts.name,
+                      fmt::format("invalid SSL_ciphersuites `{}`: {}", tls.ciphersuites, take_ssl_errors().reason));
 
   SSL_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);
   if (tls.verify) {
@@ -276,11 +274,11 @@ SslCtxPtr make_context(const ConnectionOptions& opts) {
                                ? fmt::format("SSL_CAfile `{}` or SSL_CApath `{}`", tls.ca_file, tls.ca_path)
                            : !tls.ca_file.empty() ? fmt::format("SSL_CAfile `{}`", tls.ca_file)
                                                   : fmt::format("SSL_CApath `{}`", tls.ca_path);
-        throw ConfigError(fmt::format("{}: cannot load {}: {}", opts.name, what, take_ssl_errors().reason));
+        throw ConfigError(opts.name, fmt::format("cannot load {}: {}", what, take_ssl_errors().reason));
       }
     } else if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1) {
-      throw NetworkError(
-          fmt::format("{}: cannot load the default trusted certificates: {}", opts.name, take_ssl_errors().reason));
+      throw NetworkError(opts.name,
+                         fmt::format("cannot load the default trusted certificates: {}", take_ssl_errors().reason));
     }
   }
   // Always VERIFY_PEER, so the callback sees the certificate even with
@@ -355,8 +353,8 @@ int TlsStream::bio_read(BIO* bio, char* buf, size_t len, size_t* done) noexcept 
     // (e.g. a plain-text port): each read is bounded, as the reference's
     // SO_RCVTIMEO did.
     if (self->handshaking_ && !wait_readable(*self->inner_, kSetupTimeout))
-      throw NetworkError(fmt::format("{}: TLS handshake with {} timed out (no data for {} s)", self->name_,
-                                     self->where_, kSetupTimeout.count()));
+      throw NetworkError(self->name_, fmt::format("TLS handshake with {} timed out (no data for {} s)", self->where_,
+                                                  kSetupTimeout.count()));
     *done = self->inner_->read(std::span<char>(buf, len));
   } catch (...) {
     self->inner_error_ = std::current_exception();
@@ -404,7 +402,7 @@ void TlsStream::fail(int ret, std::string_view doing) {
   if (reason.empty())
     reason =
         code == SSL_ERROR_SYSCALL && saved_errno != 0 ? std::strerror(saved_errno) : "connection closed by the server";
-  throw NetworkError(fmt::format("{}: TLS error {} {}: {}", name_, doing, where_, reason));
+  throw NetworkError(name_, fmt::format("TLS error {} {}: {}", doing, where_, reason));
 }
 
 void TlsStream::handshake(SSL_CTX* ctx, const ConnectionOptions& opts, const HostSpec& host, std::vector<Pin> pins) {
@@ -415,7 +413,7 @@ void TlsStream::handshake(SSL_CTX* ctx, const ConnectionOptions& opts, const Hos
   BIO* bio = method != nullptr ? BIO_new(method) : nullptr;
   if (!ssl_ || bio == nullptr) {
     BIO_free(bio);
-    throw NetworkError(fmt::format("{}: cannot set up TLS: {}", name_, take_ssl_errors().reason));
+    throw NetworkError(name_, fmt::format("cannot set up TLS: {}", take_ssl_errors().reason));
   }
   BIO_set_data(bio, this);
   SSL_set_bio(ssl_.get(), bio, bio);  // ssl_ owns the BIO now
@@ -427,14 +425,14 @@ void TlsStream::handshake(SSL_CTX* ctx, const ConnectionOptions& opts, const Hos
     int ok = host.is_literal() ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_.get()), host.address.c_str())
                                : SSL_set1_host(ssl_.get(), host.address.c_str());
     if (ok != 1)
-      throw NetworkError(fmt::format("{}: cannot set the TLS reference identity `{}`: {}", name_, host.address,
-                                     take_ssl_errors().reason));
+      throw NetworkError(
+          name_, fmt::format("cannot set the TLS reference identity `{}`: {}", host.address, take_ssl_errors().reason));
   }
   // RFC 6066 3: SNI carries a host name, never an IP literal.  SSL_hostname
   // overrides it, and its empty value disables SNI.
   std::string sni = opts.tls.hostname ? *opts.tls.hostname : host.is_literal() ? std::string() : host.address;
   if (!sni.empty() && SSL_set_tlsext_host_name(ssl_.get(), sni.c_str()) != 1)
-    throw ConfigError(fmt::format("{}: invalid SSL_hostname `{}`: {}", name_, sni, take_ssl_errors().reason));
+    throw ConfigError(name_, fmt::format("invalid SSL_hostname `{}`: {}", sni, take_ssl_errors().reason));
 
   ERR_clear_error();
   handshaking_ = true;
@@ -446,8 +444,8 @@ void TlsStream::handshake(SSL_CTX* ctx, const ConnectionOptions& opts, const Hos
     rethrow_inner_error();
     SslErrors errors = take_ssl_errors();
     if (verify_.pin_mismatch)
-      throw NetworkError(
-          fmt::format("{}: SPKI fingerprint of {} does not match (got {})", name_, where_, verify_.peer_digest));
+      throw NetworkError(name_,
+                         fmt::format("SPKI fingerprint of {} does not match (got {})", where_, verify_.peer_digest));
     std::string reason = errors.reason;
     if (reason.empty())
       reason = code == SSL_ERROR_SYSCALL && saved_errno != 0 ? std::strerror(saved_errno)
@@ -455,20 +453,19 @@ void TlsStream::handshake(SSL_CTX* ctx, const ConnectionOptions& opts, const Hos
     long result = SSL_get_verify_result(ssl_.get());
     if (errors.verify_failed && result != X509_V_OK)
       reason += fmt::format(" ({})", X509_verify_cert_error_string(result));
-    throw NetworkError(fmt::format("{}: TLS handshake with {} failed: {}", name_, where_, reason));
+    throw NetworkError(name_, fmt::format("TLS handshake with {} failed: {}", where_, reason));
   }
   // Sanity checks, as the reference's: a certificate was seen and, when
   // verifying, verified.
   if (!verify_.pins.empty() && !verify_.peer_seen)
-    throw NetworkError(
-        fmt::format("{}: SPKI fingerprint of {} cannot be checked: no server certificate", name_, where_));
+    throw NetworkError(name_, fmt::format("SPKI fingerprint of {} cannot be checked: no server certificate", where_));
   if (opts.tls.verify) {
     long result = SSL_get_verify_result(ssl_.get());
     if (SSL_get0_peer_certificate(ssl_.get()) == nullptr)
-      throw NetworkError(fmt::format("{}: TLS handshake with {} failed: no server certificate", name_, where_));
+      throw NetworkError(name_, fmt::format("TLS handshake with {} failed: no server certificate", where_));
     if (result != X509_V_OK)
-      throw NetworkError(fmt::format("{}: TLS handshake with {} failed: certificate verify failed ({})", name_, where_,
-                                     X509_verify_cert_error_string(result)));
+      throw NetworkError(name_, fmt::format("TLS handshake with {} failed: certificate verify failed ({})", where_,
+                                            X509_verify_cert_error_string(result)));
   }
 }
 

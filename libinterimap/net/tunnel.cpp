@@ -177,16 +177,16 @@ void TunnelStream::fail(Op op, int err) {
   // ECONNRESET (it exited leaving our data unread) or EPIPE (it exited, or
   // closed its input): its exit status says more than the errno.
   if ((err == ECONNRESET || err == EPIPE) && child_.wait_for(std::chrono::milliseconds(500)))
-    throw NetworkError(fmt::format("{}: {}", name_, end_reason()));
+    throw NetworkError(name_, end_reason());
   SocketStream::fail(op, err);
 }
 
 std::unique_ptr<Stream> open_tunnel(const ConnectionOptions& opts, int debug) {
   TunnelCommand command = parse_tunnel_command(opts.command);
-  if (command.argv.empty()) throw ConfigError(fmt::format("{}: empty tunnel command (option command)", opts.name));
+  if (command.argv.empty()) throw ConfigError(opts.name, "empty tunnel command (option command)");
   auto fail = [&](std::string_view what, int err) {
-    return NetworkError(
-        fmt::format("{}: cannot run tunnel command `{}`: {}{}", opts.name, opts.command, what, std::strerror(err)));
+    return NetworkError(opts.name,
+                        fmt::format("cannot run tunnel command `{}`: {}{}", opts.command, what, std::strerror(err)));
   };
 
   int ends[2];

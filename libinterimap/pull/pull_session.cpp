@@ -5,7 +5,6 @@
 #include <interimap/mailbox.hpp>
 #include <interimap/pullsession.hpp>
 
-#include "imap/client.hpp"
 #include "pull/statefile.hpp"
 #include "smtp/smtp_client.hpp"
 
@@ -191,7 +190,7 @@ struct PullSession::Impl {
     try {
       mta.emplace(std::move(mo));
     } catch (const std::invalid_argument& e) {
-      throw ConfigError(fmt::format("{}: deliver-ehlo: {}", opts.section, e.what()));
+      throw ConfigError(opts.section, fmt::format("deliver-ehlo: {}", e.what()));
     }
     recipients = {opts.deliver_rcpt};
 
@@ -222,14 +221,14 @@ struct PullSession::Impl {
       // the statefile, which the next run finishes.  Reading the rest of
       // the FETCH would only delay the exit.
       abort_mta();
-      imap->client().abort();
+      imap->abort();
       info("stopped; the next run resumes from the statefile");
       return;
     } catch (...) {
       // The statefile is consistent at every step; close the sessions
       // without waiting for a FETCH still streaming.
       abort_mta();
-      imap->client().abort();
+      imap->abort();
       throw;
     }
     if (stopping()) info("stopped");

@@ -235,9 +235,7 @@ std::string_view Client::protocol_name() const {
   return options_.endpoint.protocol == Protocol::Lmtp ? "LMTP" : "SMTP";
 }
 
-std::string Client::prefix() const {
-  return fmt::format("{}: {} server {}", options_.name, protocol_name(), peer_);
-}
+std::string Client::where() const { return fmt::format("{} server {}", protocol_name(), peer_); }
 
 void Client::close() noexcept {
   stream_.reset();
@@ -251,12 +249,12 @@ void Client::close() noexcept {
 
 void Client::fail_protocol(std::string_view message) {
   close();
-  throw ProtocolError(fmt::format("{}: {}", prefix(), message));
+  throw ProtocolError(options_.name, fmt::format("{}: {}", where(), message));
 }
 
 void Client::fail_delivery(std::string stage, Reply reply, std::string_view note) {
-  std::string message = fmt::format("{}: {} refused: {}{}", prefix(), stage, reply.to_string(), note);
-  throw DeliveryError(std::move(message), std::move(stage), std::move(reply));
+  std::string message = fmt::format("{}: {} refused: {}{}", where(), stage, reply.to_string(), note);
+  throw DeliveryError(options_.name, message, std::move(stage), std::move(reply));
 }
 
 void Client::connect() {
@@ -269,7 +267,7 @@ void Client::connect() {
   // a slower server: RFC 5321 4.5.3.2.5 gives a data block 3 minutes.
   timeval tv = {kDataBlockTimeoutSeconds, 0};
   if (setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0)
-    throw NetworkError(fmt::format("{}: setsockopt SO_SNDTIMEO: {}", prefix(), std::strerror(errno)));
+    throw NetworkError(options_.name, fmt::format("{}: setsockopt SO_SNDTIMEO: {}", where(), std::strerror(errno)));
   stream_ = std::make_unique<SocketStream>(std::move(fd), name, what + peer_);
   try {
     greet();
@@ -285,7 +283,7 @@ void Client::greet() {
     // RFC 5321 3.1: a 554 greeting means "no service here"; anything else
     // but 220 is as final for us.
     close();
-    throw NetworkError(fmt::format("{}: refused the session: {}", prefix(), greeting.to_string()));
+    throw NetworkError(options_.name, fmt::format("{}: refused the session: {}", where(), greeting.to_string()));
   }
   const bool lmtp = options_.endpoint.protocol == Protocol::Lmtp;
   // RFC 2033 4.1: LMTP has LHLO and no HELO; RFC 5321 4.1.1.1 for EHLO.
@@ -310,11 +308,11 @@ void Client::greet() {
     Reply helo = read_reply(kCommandTimeout, "the HELO reply");
     if (helo.code == 250) return;
     close();
-    throw NetworkError(fmt::format("{}: {} refused: {}; HELO refused: {}", prefix(), hello, reply.to_string(),
-                                   helo.to_string()));
+    throw NetworkError(options_.name, fmt::format("{}: {} refused: {}; HELO refused: {}", where(), hello,
+                                                  reply.to_string(), helo.to_string()));
   }
   close();
-  throw NetworkError(fmt::format("{}: {} refused: {}", prefix(), hello, reply.to_string()));
+  throw NetworkError(options_.name, fmt::format("{}: {} refused: {}", where(), hello, reply.to_string()));
 }
 
 bool Client::session_went_away() {
@@ -367,7 +365,8 @@ std::optional<std::string> Client::read_line(seconds timeout, std::string_view w
     }
     if (!wait_readable(*stream_, timeout)) {
       close();
-      throw NetworkError(fmt::format("{}: timed out after {} s waiting for {}", prefix(), timeout.count(), waiting_for));
+      throw NetworkError(options_.name,
+                         fmt::format("{}: timed out after {} s waiting for {}", where(), timeout.count(), waiting_for));
     }
     char buf[4096];
     size_t n = stream_->read(buf);
@@ -382,8 +381,8 @@ Reply Client::read_reply(seconds timeout, std::string_view waiting_for) {
     std::optional<std::string> line = read_line(timeout, waiting_for);
     if (!line) {
       close();
-      throw NetworkError(fmt::format("{}: connection closed by the server while waiting for {}",
-                                     prefix(), waiting_for));
+      throw NetworkError(options_.name,
+                         fmt::format("{}: connection closed by the server while waiting for {}", where(), waiting_for));
     }
     if (options_.trace) options_.trace(fmt::format("S: {}", *line));
     // RFC 5321 4.2: Reply-line = *( Reply-code "-" [ textstring ] CRLF )

@@ -95,8 +95,8 @@ struct Reply {
 // refused the data for some recipients only.
 class DeliveryError : public Error {
  public:
-  DeliveryError(std::string message, std::string stage, Reply reply)
-      : Error(std::move(message)), stage_(std::move(stage)), reply_(std::move(reply)) {}
+  DeliveryError(std::string component, const std::string& message, std::string stage, Reply reply)
+      : Error(std::move(component), message), stage_(std::move(stage)), reply_(std::move(reply)) {}
   // The command refused: "MAIL FROM:<a@b>", "RCPT TO:<c@d>", "DATA",
   // "end of data" (SMTP) or "end of data for <c@d>" (LMTP).
   const std::string& stage() const noexcept { return stage_; }
@@ -234,7 +234,8 @@ class Client {
   void deliver_chunked(std::string_view reverse_path, const std::string& recipient, std::string_view message);
   [[noreturn]] void fail_delivery(std::string stage, Reply reply, std::string_view note = {});
   [[noreturn]] void fail_protocol(std::string_view message);
-  std::string prefix() const;
+  // "PROTO server ADDRESS:PORT", after the component (options_.name) in messages.
+  std::string where() const;
   std::string_view protocol_name() const;
 
   ClientOptions options_;

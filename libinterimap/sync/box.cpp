@@ -28,8 +28,8 @@ void Box::select(Context& ctx, bool resync) {
       Context::fail(to_string(s), fmt::format("UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache for {}.",
                                               m.uidvalidity(), clean[i].uidvalidity, ctx.names.wire(s, name)));
     if (!m.uidnext())
-      throw ProtocolError(fmt::format("{}: {}: Unknown UIDNEXT value - non-compliant server?", to_string(s),
-                                      ctx.names.wire(s, name)));
+      throw ProtocolError(std::string(to_string(s)),
+                          fmt::format("{}: Unknown UIDNEXT value - non-compliant server?", ctx.names.wire(s, name)));
     if (want_sizes && clean[i].uidnext > 0 && *m.uidnext() > clean[i].uidnext)
       new_sizes[i] = m.fetch_sizes(UidSet::range(clean[i].uidnext, *m.uidnext() - 1));
   });

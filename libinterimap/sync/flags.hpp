@@ -2,7 +2,7 @@
 // Pure functions, unit-tested (tests/unit/test_sync_units.cpp).
 #pragma once
 
-#include <interimap/mailbox.hpp>
+#include <interimap/uidset.hpp>
 
 #include <cstdint>
 #include <string>

@@ -1,6 +1,5 @@
 #include "sync/mailbox_list.hpp"
 
-#include "sync/connection_shim.hpp"
 #include "util/ascii.hpp"
 
 #include <fmt/format.h>
@@ -45,7 +44,8 @@ void MailboxList::learn_delimiters() {
         return;
       }
     }
-    ctx_.names.set_delimiter(side, shim::hierarchy_delimiter(ctx_.connection(side), ctx_.names.reference(side)));
+    // LIST reference "" tells the delimiter of the reference (or of the root).
+    ctx_.names.set_delimiter(side, ctx_.connection(side).hierarchy_delimiter(ctx_.names.reference(side)));
   });
   for (Side side : kSides)
     ctx_.debug(to_string(side),
@@ -137,7 +137,7 @@ const std::map<std::string, MailboxRecord, std::less<>>& MailboxList::records() 
 }
 
 void MailboxList::create(Side side, const std::string& wire_name) {
-  const auto status = shim::create(ctx_.connection(side), wire_name);
+  const auto status = ctx_.connection(side).create(wire_name);
   if (status.ok())
     ctx_.log.info(to_string(side), "Created mailbox " + wire_name);
   else
@@ -146,7 +146,7 @@ void MailboxList::create(Side side, const std::string& wire_name) {
 
 void MailboxList::subscribe(Side side, const std::string& wire_name, bool subscribe) {
   Connection& c = ctx_.connection(side);
-  const auto status = subscribe ? shim::subscribe(c, wire_name) : shim::unsubscribe(c, wire_name);
+  const auto status = subscribe ? c.subscribe(wire_name) : c.unsubscribe(wire_name);
   if (!status.ok())
     Context::fail(to_string(side), fmt::format("Couldn't {} to {}: {}", subscribe ? "subscribe" : "unsubscribe",
                                                wire_name, status.describe()));
@@ -230,7 +230,7 @@ void MailboxList::remove() {
       const bool target = side == Side::Local ? targets.local : targets.remote;
       const std::string wire = ctx_.names.wire(side, name);
       if (!target || !exists(side, wire)) continue;
-      const auto status = shim::delete_mailbox(ctx_.connection(side), wire);
+      const auto status = ctx_.connection(side).delete_mailbox(wire);
       if (!status.ok())
         Context::fail(to_string(side), fmt::format("Couldn't delete mailbox {}: {}", wire, status.describe()));
       ctx_.log.info(to_string(side), "Deleted mailbox " + wire);
@@ -265,7 +265,7 @@ void MailboxList::rename() {
     const std::string wire_from = names.wire(side, from), wire_to = names.wire(side, to);
     // \NonExistent names can be renamed too (their children move).
     if (!target || info(side, wire_from) == nullptr) continue;
-    const auto status = shim::rename(ctx_.connection(side), wire_from, wire_to);
+    const auto status = ctx_.connection(side).rename(wire_from, wire_to);
     if (!status.ok())
       Context::fail(to_string(side), fmt::format("Couldn't rename mailbox {}: {}", wire_from, status.describe()));
     ctx_.log.info(to_string(side), fmt::format("Renamed mailbox {} to {}", wire_from, wire_to));

@@ -2,8 +2,7 @@
 #include <interimap/error.hpp>
 #include <interimap/watch.hpp>
 
-#include "imap/client.hpp"
-
+#include <fcntl.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -76,10 +75,9 @@ class Watcher {
       ServerActivity a = conns_[i]->take_activity();
       merge(activity_, a);
       if (!a.selected) continue;
-      auto& client = conns_[i]->client();
-      if (client.has_capability("UNSELECT")) {
+      if (conns_[i]->has_capability("UNSELECT")) {
         // BAD when nothing is selected (a FETCH seen outside a SELECT): fine.
-        client.run(client.command("UNSELECT").build(), {}, true);
+        conns_[i]->unselect();
       } else {
         stale_[i] = true;
       }

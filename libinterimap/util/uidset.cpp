@@ -1,4 +1,4 @@
-#include "util/uidset.hpp"
+#include <interimap/uidset.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-namespace interimap::detail {
+namespace interimap {
 
 namespace {
 
@@ -61,6 +61,12 @@ void append_range(std::string& out, const UidSet::Range& r) {
 
 }  // namespace
 
+UidSet UidSet::range(uint32_t first, uint32_t last) {
+  UidSet s;
+  s.insert(first, last);
+  return s;
+}
+
 UidSet UidSet::parse(std::string_view text) {
   // RFC 3501 9: sequence-set has at least one element, so "" is malformed.
   if (text.empty()) {
@@ -93,11 +99,22 @@ UidSet UidSet::parse(std::string_view text) {
   return set;
 }
 
-void UidSet::insert(uint32_t uid) { insert(uid, uid); }
-
 void UidSet::insert(uint32_t first, uint32_t last) {
   if (first > last) {
     std::swap(first, last);
+  }
+  // RFC 3501 2.3.1.1: UIDs start at 1.
+  if (first == 0) {
+    throw std::invalid_argument("UID 0 is not a valid UID");
+  }
+  // Fast path: at or after the end (ascending insertion).
+  if (ranges_.empty() || uint64_t{first} > uint64_t{ranges_.back().second} + 1) {
+    ranges_.emplace_back(first, last);
+    return;
+  }
+  if (first >= ranges_.back().first) {
+    ranges_.back().second = std::max(ranges_.back().second, last);
+    return;
   }
   // The first range that ends at or after first - 1 (it may touch or overlap).
   auto lo = std::lower_bound(ranges_.begin(), ranges_.end(), first, [](const Range& r, uint32_t v) {
@@ -121,6 +138,10 @@ void UidSet::insert(const UidSet& other) {
   if (other.ranges_.empty()) {
     return;
   }
+  if (ranges_.empty()) {
+    ranges_ = other.ranges_;
+    return;
+  }
   ranges_.insert(ranges_.end(), other.ranges_.begin(), other.ranges_.end());
   normalize(ranges_);
 }
@@ -142,6 +163,38 @@ void UidSet::erase(uint32_t uid) {
     it->second = uid - 1;
     ranges_.insert(std::next(it), tail);
   }
+}
+
+void UidSet::erase(const UidSet& other) {
+  if (ranges_.empty() || other.ranges_.empty()) {
+    return;
+  }
+  // Merge walk over both sorted lists: linear.
+  std::vector<Range> out;
+  out.reserve(ranges_.size() + other.ranges_.size());
+  auto o = other.ranges_.begin();
+  for (Range r : ranges_) {
+    uint64_t first = r.first;
+    const uint64_t last = r.second;
+    while (o != other.ranges_.end() && o->second < first) {
+      ++o;
+    }
+    auto p = o;
+    while (first <= last && p != other.ranges_.end() && p->first <= last) {
+      if (p->first > first) {
+        out.emplace_back(static_cast<uint32_t>(first), p->first - 1);
+      }
+      first = uint64_t{p->second} + 1;
+      if (p->second > last) {
+        break;
+      }
+      ++p;
+    }
+    if (first <= last) {
+      out.emplace_back(static_cast<uint32_t>(first), static_cast<uint32_t>(last));
+    }
+  }
+  ranges_ = std::move(out);
 }
 
 bool UidSet::contains(uint32_t uid) const {
@@ -203,4 +256,4 @@ std::vector<std::string> UidSet::split(size_t max_len) const {
   return out;
 }
 
-}  // namespace interimap::detail
+}  // namespace interimap

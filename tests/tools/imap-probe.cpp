@@ -1,10 +1,12 @@
-// imap-probe: drives the public Connection API for the integration tests.
+// imap-probe: drives the public Connection API (and Mailbox, for fetch) for the
+// integration tests.
 //   imap-probe --config FILE [--section NAME] [--debug N] ACTION [ARGS...]
 // See tests/integration/harness.py for the output lines each action prints.
 #include <interimap/config.hpp>
 #include <interimap/connection.hpp>
 #include <interimap/error.hpp>
 #include <interimap/log.hpp>
+#include <interimap/mailbox.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -72,11 +74,19 @@ int main(int argc, char** argv) {
       if (!uid) throw interimap::Error("no APPENDUID in the server's answer");
       fmt::print("APPENDED {} {}\n", uid->first, uid->second);
     } else if (verb == "fetch" && action.size() == 3) {
-      auto body = conn.fetch_body(action[1], static_cast<uint32_t>(std::stoul(action[2])));
+      // EXAMINE, then UID FETCH uid (... BODY.PEEK[]).
+      interimap::Mailbox mailbox(conn, action[1]);
+      mailbox.examine();
+      std::optional<std::string> body;
+      const auto uid = static_cast<uint32_t>(std::stoul(action[2]));
+      mailbox.fetch_messages(interimap::UidSet::range(uid, uid), [&](interimap::Message& m) {
+        if (m.uid == uid) body = std::move(m.body);
+      });
       if (!body) throw interimap::Error("no such UID " + action[2]);
       fmt::print("BODY {} {}\n", body->size(), sha256_hex(*body));
     } else if (verb == "create" && action.size() == 2) {
-      conn.create(action[1]);
+      const interimap::CommandStatus st = conn.create(action[1]);
+      if (!st.ok()) throw interimap::Error(fmt::format("{}: CREATE {}: {}", conn.name(), action[1], st.describe()));
       fmt::print("CREATED {}\n", action[1]);
     } else {
       throw interimap::Error("bad action: " + verb);

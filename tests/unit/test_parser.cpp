@@ -15,7 +15,7 @@
 using namespace std::string_literals;
 using namespace std::string_view_literals;
 using interimap::ProtocolError;
-using interimap::detail::UidSet;
+using interimap::UidSet;
 using namespace interimap::detail::imap;
 
 namespace {

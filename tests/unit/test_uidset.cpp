@@ -1,5 +1,5 @@
 // UidSet: parsing, set operations and the compact string forms.
-#include "util/uidset.hpp"
+#include <interimap/uidset.hpp>
 
 #include <doctest/doctest.h>
 
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-using interimap::detail::UidSet;
+using interimap::UidSet;
 
 namespace {
 
@@ -90,6 +90,86 @@ TEST_CASE("UidSet error messages quote the input") {
     FAIL("no exception");
   } catch (const std::invalid_argument& e) {
     CHECK(std::string(e.what()).find("\"1,0\"") != std::string::npos);
+  }
+}
+
+TEST_CASE("UidSet::range builds one range, in either order") {
+  struct Case {
+    uint32_t first, last;
+    const char* expected;
+    uint64_t size;
+  };
+  const Case cases[] = {
+      {1, 1, "1", 1},
+      {1, 5, "1:5", 5},
+      {5, 1, "1:5", 5},
+      {7, 7, "7", 1},
+      {4294967295, 4294967295, "4294967295", 1},
+      {1, 4294967295, "1:4294967295", 4294967295ULL},
+      {4294967295, 1, "1:4294967295", 4294967295ULL},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.first);
+    CAPTURE(c.last);
+    const UidSet set = UidSet::range(c.first, c.last);
+    CHECK(set.to_string() == c.expected);
+    CHECK(set.size() == c.size);
+    CHECK(set.ranges().size() == 1);
+    CHECK(set == UidSet::parse(c.expected));
+  }
+}
+
+TEST_CASE("UidSet refuses UID 0") {
+  struct Case {
+    uint32_t first, last;
+  };
+  const Case cases[] = {{0, 0}, {0, 5}, {5, 0}, {0, 4294967295}};
+  for (const auto& c : cases) {
+    CAPTURE(c.first);
+    CAPTURE(c.last);
+    CHECK_THROWS_AS(UidSet::range(c.first, c.last), std::invalid_argument);
+    UidSet set = UidSet::parse("1:3");
+    CHECK_THROWS_AS(set.insert(c.first, c.last), std::invalid_argument);
+    CHECK(set.to_string() == "1:3");  // unchanged
+  }
+  UidSet set;
+  CHECK_THROWS_AS(set.insert(0), std::invalid_argument);
+  CHECK(set.empty());
+  for (const char* input : {"0", "0:0", "1,0", "0,1", "3:0,5"}) {
+    CAPTURE(input);
+    try {
+      UidSet::parse(input);
+      FAIL("no exception");
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).find("0 is not a valid UID") != std::string::npos);
+      CHECK(std::string(e.what()).find(std::string("\"") + input + "\"") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("UidSet::parse errors name the text and what is wrong") {
+  struct Case {
+    const char* input;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"", "invalid UID set \"\": empty"},
+      {"1,,2", "invalid UID set \"1,,2\": empty element"},
+      {"1:*", "invalid UID set \"1:*\": \"*\" is not allowed"},
+      {"4294967296", "invalid UID set \"4294967296\": 4294967296 exceeds 32 bits"},
+      {"1:2:3", "invalid UID set \"1:2:3\": bad number \"2:3\""},
+      {"1a", "invalid UID set \"1a\": bad number \"1a\""},
+      {"+1", "invalid UID set \"+1\": bad number \"+1\""},
+      {"2,0", "invalid UID set \"2,0\": 0 is not a valid UID"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.input);
+    try {
+      UidSet::parse(c.input);
+      FAIL("no exception");
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()) == c.message);
+    }
   }
 }
 
@@ -175,6 +255,46 @@ TEST_CASE("UidSet::erase splits and shrinks ranges") {
   CHECK(empty.empty());
 }
 
+TEST_CASE("UidSet::erase of a set removes each of its UIDs") {
+  struct Case {
+    const char* start;
+    const char* erase;  // "" for the empty set
+    const char* expected;
+  };
+  const Case cases[] = {
+      {"1:10", "3", "1:2,4:10"},
+      {"1:10", "1:10", ""},
+      {"1:10", "1:4294967295", ""},
+      {"1:10", "", "1:10"},
+      {"1:10", "11:20", "1:10"},
+      {"5:10", "1:4", "5:10"},
+      {"1:10", "1:3", "4:10"},
+      {"1:10", "8:12", "1:7"},
+      {"1:10", "2,4,6,8", "1,3,5,7,9:10"},
+      {"1:10", "2:3,5:6,9", "1,4,7:8,10"},
+      {"1:3,7:9,20", "2:8", "1,9,20"},
+      {"1:3,7:9,20", "3:7,20", "1:2,8:9"},
+      {"1,3,5,7", "2,4,6", "1,3,5,7"},
+      {"1,3,5,7", "1:4", "5,7"},
+      {"1:100", "10:20,30:40,50:60", "1:9,21:29,41:49,61:100"},
+      {"4294967290:4294967295", "4294967295", "4294967290:4294967294"},
+      {"1:4294967295", "2:4294967294", "1,4294967295"},
+      {"", "1:5", ""},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.start);
+    CAPTURE(c.erase);
+    UidSet set = *c.start ? UidSet::parse(c.start) : UidSet{};
+    const UidSet gone = *c.erase ? UidSet::parse(c.erase) : UidSet{};
+    set.erase(gone);
+    CHECK(set.to_string() == c.expected);
+    for (const auto& [first, last] : gone.ranges()) {
+      CHECK_FALSE(set.contains(first));
+      CHECK_FALSE(set.contains(last));
+    }
+  }
+}
+
 TEST_CASE("UidSet::contains and to_vector") {
   UidSet set = UidSet::parse("1:3,7,9:10");
   const uint32_t in[] = {1, 2, 3, 7, 9, 10};
@@ -241,9 +361,31 @@ TEST_CASE("UidSet agrees with a plain std::set under random operations") {
   std::set<uint32_t> model;
   size_t mismatches = 0;
   for (int step = 0; step < 5000; ++step) {
-    const uint32_t op = next(4);
+    const uint32_t op = next(6);
     const uint32_t a = next(200) + 1;
-    if (op == 0) {
+    if (op == 4) {
+      // erase(set): a few ranges.
+      UidSet gone;
+      for (uint32_t k = next(4); k > 0; --k) {
+        const uint32_t b = next(200) + 1, c = next(200) + 1;
+        gone.insert(b, c);
+        for (uint32_t u = std::min(b, c); u <= std::max(b, c); ++u) {
+          model.erase(u);
+        }
+      }
+      set.erase(gone);
+    } else if (op == 5) {
+      // insert(set)
+      UidSet more;
+      for (uint32_t k = next(4); k > 0; --k) {
+        const uint32_t b = next(200) + 1, c = next(200) + 1;
+        more.insert(b, c);
+        for (uint32_t u = std::min(b, c); u <= std::max(b, c); ++u) {
+          model.insert(u);
+        }
+      }
+      set.insert(more);
+    } else if (op == 0) {
       const uint32_t b = next(200) + 1;
       set.insert(a, b);
       for (uint32_t u = std::min(a, b); u <= std::max(a, b); ++u) {

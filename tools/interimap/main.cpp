@@ -54,18 +54,9 @@ std::vector<std::string> split_commas(std::string_view s) {
   return out;
 }
 
-// Errors of the connection layers read "local: ..." or "remote: ...": that
-// name goes before "ERROR: ", as in the reference's "remote: ERROR: ...".
-void report(interimap::Logger& logger, std::string_view message) {
-  for (std::string_view side : {"local", "remote"}) {
-    if (message.size() > side.size() + 2 && message.substr(0, side.size()) == side &&
-        message.substr(side.size(), 2) == ": ") {
-      logger.error(side, message.substr(side.size() + 2));
-      return;
-    }
-  }
-  logger.error("", message);
-}
+// An error's component goes before "ERROR: ", as in the reference's
+// "remote: ERROR: ...".
+void report(interimap::Logger& logger, const interimap::Error& e) { logger.error(e.component(), e.message()); }
 
 // Getopt::Long's errors, as the reference prints them, for what getopt_long
 // would word differently or accept: exact option names only (the
@@ -223,24 +214,20 @@ int main(int argc, char** argv) {
         interimap::watch(session, interimap::WatchOptions{*watch, notify}, stop, logger);
       else if (stop.received() == 0)
         session.run();
-    } catch (const interimap::SyncError& e) {
-      logger.error(e.component(), e.what());
-      session.close();
-      return 1;
     } catch (const interimap::Error& e) {
-      report(logger, e.what());
+      report(logger, e);
       session.close();
       return 1;
     }
     session.close();
-  } catch (const interimap::SyncError& e) {
-    logger.error(e.component(), e.what());
-    return 1;
   } catch (const interimap::ConfigError& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;
+  } catch (const interimap::Error& e) {
+    report(logger, e);
+    return 1;
   } catch (const std::exception& e) {
-    report(logger, e.what());
+    logger.error("", e.what());
     return 1;
   }
   return 0;

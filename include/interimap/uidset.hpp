@@ -1,4 +1,4 @@
-// Sets of UIDs (or sequence numbers) in IMAP's compact form "1:5,7,9:12".
+// A set of UIDs (or sequence numbers) in IMAP's compact form "1:5,7,9:12".
 #pragma once
 
 #include <cstdint>
@@ -7,24 +7,34 @@
 #include <utility>
 #include <vector>
 
-namespace interimap::detail {
+namespace interimap {
 
+// Kept as sorted, disjoint, non-adjacent inclusive ranges.  UIDs are 1 to
+// 4294967295 (RFC 3501 2.3.1.1); "*" is not representable: use
+// UidSet::range(n, 4294967295) for "n:*".
 class UidSet {
  public:
   using Range = std::pair<uint32_t, uint32_t>;  // inclusive, first <= second
 
   UidSet() = default;
-  // Parses "1:5,7,9:12" (ranges may be reversed, "5:1"; "*" is not accepted).
-  // Throws std::invalid_argument on malformed input.
+  // The set [first, last] (either order).  Throws std::invalid_argument for 0.
+  static UidSet range(uint32_t first, uint32_t last);
+  // Parses "1:5,7,9:12" (ranges may be reversed, "5:1"; "*" is not
+  // accepted).  Throws std::invalid_argument naming the text when
+  // malformed, empty or holding 0.
   static UidSet parse(std::string_view text);
 
-  void insert(uint32_t uid);
+  // Insertions in ascending order are amortized O(1).  Throws
+  // std::invalid_argument for UID 0.
+  void insert(uint32_t uid) { insert(uid, uid); }
   void insert(uint32_t first, uint32_t last);
   void insert(const UidSet& other);
   void erase(uint32_t uid);
+  // Removes every UID of other (linear in both sizes).
+  void erase(const UidSet& other);
   bool contains(uint32_t uid) const;
   bool empty() const { return ranges_.empty(); }
-  // Number of UIDs in the set.
+  // Number of UIDs.
   uint64_t size() const;
   void clear() { ranges_.clear(); }
   // Sorted, disjoint, non-adjacent ranges.
@@ -32,7 +42,7 @@ class UidSet {
   // Every UID in ascending order (materializes the set).
   std::vector<uint32_t> to_vector() const;
 
-  // "1:5,7,9:12"; empty string for an empty set.
+  // "1:5,7,9:12"; "" for the empty set.
   std::string to_string() const;
   // The same set split into strings no longer than max_len bytes each (a
   // single range is never split into a longer string; max_len >= 21).
@@ -44,4 +54,4 @@ class UidSet {
   std::vector<Range> ranges_;
 };
 
-}  // namespace interimap::detail
+}  // namespace interimap
