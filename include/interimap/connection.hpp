@@ -2,6 +2,8 @@
 // pullimap account): transport, TLS, authentication, COMPRESS, capabilities.
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <interimap/log.hpp>
 #include <interimap/options.hpp>
 
@@ -21,7 +23,7 @@ class ConnectionInternal;
 }  // namespace detail::imap
 
 // A mailbox as LIST (with RETURN (STATUS ...) where supported) reports it.
-struct MailboxInfo {
+struct INTERIMAP_API MailboxInfo {
   std::string name;                 // as on the wire (modified UTF-7)
   std::optional<char> delimiter;    // hierarchy delimiter; nullopt for NIL
   std::vector<std::string> flags;   // LIST flags: \Noselect, \HasChildren, \Subscribed...
@@ -62,11 +64,11 @@ struct ServerTraffic {
 // The reference's closing line: "IMAP traffic (bytes): recv N [(compr. C,
 // factor F)] sent N [(compr. C, factor F)]", sizes from 1 KiB up with two
 // decimals and K, M or G.
-std::string describe(const ServerTraffic& traffic);
+INTERIMAP_API std::string describe(const ServerTraffic& traffic);
 
 // The completion of a command whose NO or BAD the caller may survive
 // (STYLE.md: NO/BAD returned as values where the caller has a choice).
-struct CommandStatus {
+struct INTERIMAP_API CommandStatus {
   enum class Kind { Ok, No, Bad };
   Kind kind = Kind::Ok;
   std::string code;       // response code name without brackets, e.g. "TRYCREATE"; "" if none
@@ -79,7 +81,7 @@ struct CommandStatus {
   std::string describe() const;
 };
 
-class Connection {
+class INTERIMAP_API Connection {
  public:
   // Nothing is opened until open().  The logger must outlive the connection.
   Connection(ConnectionOptions options, Logger& logger);

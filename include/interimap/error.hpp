@@ -6,6 +6,8 @@
 // the connection usable.  Every message names what and where.
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <cstddef>
 #include <stdexcept>
 #include <string>
@@ -18,7 +20,7 @@ namespace interimap {
 // "" when nothing in particular; what() reads "COMPONENT: MESSAGE" (just
 // MESSAGE without a component), the reference's "NAME: ERROR: MESSAGE"
 // log line is component() and message().
-class Error : public std::runtime_error {
+class INTERIMAP_API Error : public std::runtime_error {
  public:
   // No component: what() is the message.
   explicit Error(const std::string& message) : std::runtime_error(message) {}
@@ -37,27 +39,27 @@ class Error : public std::runtime_error {
 
 // A bad configuration file, option or value.  The message names the file,
 // section, option and value.
-class ConfigError : public Error {
+class INTERIMAP_API ConfigError : public Error {
  public:
   using Error::Error;
 };
 
 // The connection could not be opened, was lost, or TLS failed.
-class NetworkError : public Error {
+class INTERIMAP_API NetworkError : public Error {
  public:
   using Error::Error;
 };
 
 // The server broke the protocol: a malformed response (quoted with its
 // offset), a missing required capability, an unexpected BYE.
-class ProtocolError : public Error {
+class INTERIMAP_API ProtocolError : public Error {
  public:
   using Error::Error;
 };
 
 // A command completed with NO or BAD.  what() reads
 // "NAME: COMMAND: NO [CODE] server text"; component() is NAME.
-class CommandError : public Error {
+class INTERIMAP_API CommandError : public Error {
  public:
   CommandError(std::string component, const std::string& message, std::string command, std::string status,
                std::string code, std::string text)

@@ -8,6 +8,11 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define INTERIMAP_API __attribute__((visibility("default")))
+// For the private parts of exported classes (their Impl and State
+// structs, defined in the library's sources): a nested class takes the
+// visibility of the class around it unless told otherwise.
+#define INTERIMAP_LOCAL __attribute__((visibility("hidden")))
 #else
 #define INTERIMAP_API
+#define INTERIMAP_LOCAL
 #endif

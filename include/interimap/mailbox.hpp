@@ -30,6 +30,8 @@
 // together with its Connection.
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <interimap/connection.hpp>
 #include <interimap/uidset.hpp>
 
@@ -130,7 +132,7 @@ enum class StoreMode {
   Replace,  // FLAGS.SILENT
 };
 
-class Mailbox {
+class INTERIMAP_API Mailbox {
  public:
   // A mailbox of an open connection; nothing is sent yet.  wire_name is the
   // name as on the wire (modified UTF-7); "INBOX" in any case means INBOX.

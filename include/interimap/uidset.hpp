@@ -1,6 +1,8 @@
 // A set of UIDs (or sequence numbers) in IMAP's compact form "1:5,7,9:12".
 #pragma once
 
+#include <interimap/export.hpp>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -12,7 +14,7 @@ namespace interimap {
 // Kept as sorted, disjoint, non-adjacent inclusive ranges.  UIDs are 1 to
 // 4294967295 (RFC 3501 2.3.1.1); "*" is not representable: use
 // UidSet::range(n, 4294967295) for "n:*".
-class UidSet {
+class INTERIMAP_API UidSet {
  public:
   using Range = std::pair<uint32_t, uint32_t>;  // inclusive, first <= second
 

@@ -91,7 +91,7 @@ std::vector<std::string> Connection::enable(const std::vector<std::string>& capa
 
 // What a list_begin() left for its list_end(); the handler of the
 // commands in flight holds it too.
-struct Connection::PendingList::State {
+struct INTERIMAP_LOCAL Connection::PendingList::State {
   bool with_status = false, list_status = false;
   std::vector<std::string> status_items;
   std::vector<uint64_t> ids;

@@ -194,7 +194,7 @@ class Window {
 // One mailbox's view of the server: what SELECT reported, raised by what
 // arrives later, and the changes not yet taken (the reference's _VANISHED
 // and _MODIFIED).
-struct Mailbox::State final : detail::imap::SelectedMailbox {
+struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
   struct Change {
     uint64_t modseq = 0;
     std::optional<std::vector<std::string>> flags;

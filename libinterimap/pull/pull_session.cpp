@@ -141,7 +141,7 @@ PullOptions PullOptions::from_config(const Config& config, std::string_view sect
 // ---------------------------------------------------------------------------
 // PullSession
 
-struct PullSession::Impl {
+struct INTERIMAP_LOCAL PullSession::Impl {
   Impl(PullOptions options, Logger& logger, PullSession& owner)
       : opts(std::move(options)), log(logger), session(owner) {}
 

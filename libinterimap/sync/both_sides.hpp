@@ -54,7 +54,7 @@ class BothSides {
     if (nested) {
       local();
     } else {
-      if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+      if (!thread_.joinable()) thread_ = std::thread(&BothSides::thread_main, static_cast<void*>(this));
       wake_.notify_one();
     }
     try {
@@ -72,6 +72,10 @@ class BothSides {
   }
 
  private:
+  // The thread's entry point takes no type of ours: std::thread's
+  // instantiations have libstdc++'s default visibility whatever their
+  // arguments, and would export this private class's name.
+  static void thread_main(void* self) { static_cast<BothSides*>(self)->loop(); }
   void loop() {
     std::unique_lock<std::mutex> lock(mutex_);
     while (true) {

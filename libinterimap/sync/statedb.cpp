@@ -237,7 +237,7 @@ MailboxRecord read_mailbox(const detail::Query& q) {
 
 }  // namespace
 
-struct StateDB::Impl {
+struct INTERIMAP_LOCAL StateDB::Impl {
   std::string path;
   detail::SqlitePtr db;
   // Declared after `db`: statements are finalized before the connection closes.

@@ -34,7 +34,7 @@ SyncSettings checked(SyncSettings settings) {
 
 }  // namespace
 
-struct SyncSession::Impl {
+struct INTERIMAP_LOCAL SyncSession::Impl {
   Impl(SyncSettings settings, Logger& logger) : ctx(checked(std::move(settings)), logger), list(ctx) {
     for (Side s : kSides) ctx.names.set_reference(s, ctx.settings.list_reference[index(s)]);
   }

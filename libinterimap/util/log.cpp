@@ -33,7 +33,7 @@ struct PrefixSeq {
 
 }  // namespace detail
 
-struct LogPrefix::Node {
+struct INTERIMAP_LOCAL LogPrefix::Node {
   detail::PrefixSeq seq;
 };
 

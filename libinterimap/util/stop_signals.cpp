@@ -40,7 +40,7 @@ extern "C" void on_stop_signal(int sig) {
 
 }  // namespace
 
-struct StopSignals::State {
+struct INTERIMAP_LOCAL StopSignals::State {
   int pipe[2] = {-1, -1};
   std::vector<int> signals;
   std::vector<struct sigaction> previous;
