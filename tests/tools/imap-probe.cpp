@@ -8,30 +8,15 @@
 #include <interimap/log.hpp>
 #include <interimap/mailbox.hpp>
 
+#include "probe_util.hpp"
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <openssl/evp.h>
 
 #include <cstdio>
-#include <fstream>
-#include <iostream>
-#include <sstream>
-
-namespace {
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  std::string hex;
-  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
-  return hex;
-}
-
-template <typename T>
-std::string opt(const std::optional<T>& v) { return v ? fmt::format("{}", *v) : "-"; }
-
-}  // namespace
+#include <optional>
+#include <string>
+#include <vector>
 
 int main(int argc, char** argv) {
   CLI::App app{"imap-probe: exercise libinterimap's Connection"};
@@ -48,9 +33,7 @@ int main(int argc, char** argv) {
   interimap::Logger logger;
   logger.set_debug(debug);
   try {
-    auto config = interimap::Config::load(config_path);
-    if (!config.has_section(section)) throw interimap::ConfigError(fmt::format("{}: no section [{}]", config_path, section));
-    interimap::Connection conn(config.connection(section, section == "remote"), logger);
+    interimap::Connection conn(probe::connection_options(config_path, section), logger);
     conn.open();
     const std::string& verb = action[0];
     if (verb == "capabilities") {
@@ -63,14 +46,11 @@ int main(int argc, char** argv) {
       std::vector<std::string> patterns(action.begin() + 1, action.end());
       for (const auto& m : conn.list(patterns))
         fmt::print("MAILBOX\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n", m.name, m.delimiter ? std::string(1, *m.delimiter) : "NIL",
-                   opt(m.messages), opt(m.uidnext), opt(m.uidvalidity), opt(m.highestmodseq), fmt::join(m.flags, " "));
+                   probe::opt(m.messages), probe::opt(m.uidnext), probe::opt(m.uidvalidity),
+                   probe::opt(m.highestmodseq), fmt::join(m.flags, " "));
     } else if (verb == "append" && action.size() >= 3) {
-      std::ifstream in(action[2], std::ios::binary);
-      if (!in) throw interimap::Error("cannot read " + action[2]);
-      std::stringstream ss;
-      ss << in.rdbuf();
       std::vector<std::string> flags(action.begin() + 3, action.end());
-      auto uid = conn.append(action[1], ss.str(), flags);
+      auto uid = conn.append(action[1], probe::read_file(action[2]), flags);
       if (!uid) throw interimap::Error("no APPENDUID in the server's answer");
       fmt::print("APPENDED {} {}\n", uid->first, uid->second);
     } else if (verb == "fetch" && action.size() == 3) {
@@ -83,7 +63,7 @@ int main(int argc, char** argv) {
         if (m.uid == uid) body = std::move(m.body);
       });
       if (!body) throw interimap::Error("no such UID " + action[2]);
-      fmt::print("BODY {} {}\n", body->size(), sha256_hex(*body));
+      fmt::print("BODY {} {}\n", body->size(), probe::sha256_hex(*body));
     } else if (verb == "create" && action.size() == 2) {
       const interimap::CommandStatus st = conn.create(action[1]);
       if (!st.ok()) throw interimap::Error(fmt::format("{}: CREATE {}: {}", conn.name(), action[1], st.describe()));
@@ -94,9 +74,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     conn.close();
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    fmt::print(stderr, "imap-probe: {}\n", e.what());
-    return 1;
+    return probe::fail("imap-probe", e);
   }
   return 0;
 }

@@ -35,32 +35,28 @@
 #include <interimap/log.hpp>
 #include <interimap/mailbox.hpp>
 
+#include "probe_util.hpp"
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <openssl/evp.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <sstream>
+#include <string>
+#include <vector>
 
 namespace {
 
 using interimap::Mailbox;
 using interimap::UidSet;
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  std::string hex;
-  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
-  return hex;
-}
-
-template <typename T>
-std::string opt(const std::optional<T>& v) { return v ? fmt::format("{}", *v) : "-"; }
+using probe::opt;
+using probe::read_file;
+using probe::sha256_hex;
 
 std::string set_or_dash(const UidSet& s) { return s.empty() ? "-" : s.to_string(); }
 
@@ -84,14 +80,6 @@ std::vector<std::string> words(const std::string& s) {
   std::vector<std::string> out;
   for (std::string w; in >> w;) out.push_back(w);
   return out;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw interimap::Error("cannot read " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 void print_changes(const interimap::Changes& c) {
@@ -271,9 +259,7 @@ int main(int argc, char** argv) {
   interimap::Logger logger;
   logger.set_debug(debug);
   try {
-    auto config = interimap::Config::load(config_path);
-    if (!config.has_section(section)) throw interimap::ConfigError(fmt::format("{}: no section [{}]", config_path, section));
-    interimap::Connection conn(config.connection(section, section == "remote"), logger);
+    interimap::Connection conn(probe::connection_options(config_path, section), logger);
     conn.open();
     Runner runner(conn, mailbox);
     std::vector<std::string> step;
@@ -288,13 +274,9 @@ int main(int argc, char** argv) {
     conn.close();
   } catch (const interimap::CommandError& e) {
     fmt::print("ERROR\t{}\t{}\t{}\n", e.command(), e.status(), e.code().empty() ? "-" : e.code());
-    std::fflush(stdout);
-    fmt::print(stderr, "mailbox-probe: {}\n", e.what());
-    return 1;
+    return probe::fail("mailbox-probe", e);
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    fmt::print(stderr, "mailbox-probe: {}\n", e.what());
-    return 1;
+    return probe::fail("mailbox-probe", e);
   }
   return 0;
 }

@@ -21,6 +21,7 @@
 //   smtp-probe method VALUE
 //       Prints the parsed deliver-method as "PROTOCOL ADDRESS PORT", or
 //       exits 1 with the error.
+#include "probe_util.hpp"
 #include "smtp/smtp_client.hpp"
 
 #include <interimap/error.hpp>
@@ -34,10 +35,7 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <iostream>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -45,13 +43,7 @@ namespace smtp = interimap::detail::smtp;
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw interimap::Error("cannot read " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using probe::read_file;
 
 std::optional<std::string> nil_or(const std::string& s) {
   if (s == "NIL") return std::nullopt;
@@ -154,8 +146,6 @@ int main(int argc, char** argv) {
     fmt::print("STATS {} {:.3f} {:.1f}\n", files.size(), seconds, seconds > 0 ? static_cast<double>(files.size()) / seconds : 0.0);
     return refused_any ? 2 : 0;
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    fmt::print(stderr, "smtp-probe: {}\n", e.what());
-    return 1;
+    return probe::fail("smtp-probe", e);
   }
 }

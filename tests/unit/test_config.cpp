@@ -3,11 +3,11 @@
 #include <interimap/config.hpp>
 #include <interimap/error.hpp>
 
+#include "test_util.hpp"
+
 #include <doctest/doctest.h>
 
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,19 +18,9 @@
 using interimap::Config;
 using interimap::ConfigError;
 using interimap::ConnectionOptions;
+using test_util::error_of;
 
 namespace {
-
-// The message of the ConfigError that `fn` throws, or "" if none.
-template <typename Fn>
-std::string config_error(Fn fn) {
-  try {
-    fn();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return {};
-}
 
 ConnectionOptions connection(const std::string& text, const std::string& section = "remote", bool compress = true) {
   return Config::parse(text, "test.conf").connection(section, compress);
@@ -114,7 +104,7 @@ TEST_CASE("Config::parse: line endings like Config::Tiny") {
   CHECK(c.get("", "c") == "3");
   CHECK(c.get("", "d") == "4");
   CHECK(c.get("", "e") == "5");
-  std::string err = config_error([] { Config::parse("a=1\r\nb=2\r\r\nc=3\rd\n", "eol.conf"); });
+  std::string err = error_of<ConfigError>([] { Config::parse("a=1\r\nb=2\r\r\nc=3\rd\n", "eol.conf"); });
   CHECK(err == "eol.conf:4: syntax error: 'd'");
 }
 
@@ -133,32 +123,24 @@ TEST_CASE("Config::parse: syntax errors name the file and line") {
   };
   for (const auto& k : cases) {
     CAPTURE(k.text);
-    CHECK(config_error([&] { Config::parse(k.text, "f.conf"); }) == k.expected);
+    CHECK(error_of<ConfigError>([&] { Config::parse(k.text, "f.conf"); }) == k.expected);
   }
 }
 
 TEST_CASE("Config::load reads a file, and names a missing one") {
-  char tmpl[] = "/tmp/interimap-test-config-XXXXXX";
-  const int fd = mkstemp(tmpl);
-  REQUIRE(fd >= 0);
-  close(fd);
-  {
-    std::ofstream out(tmpl);
-    out << "database = x.db\n[remote]\ntype = imaps\nbroken line\n";
-  }
-  std::string err = config_error([&] { Config::load(tmpl); });
-  CHECK(err == std::string(tmpl) + ":4: syntax error: 'broken line'");
-  {
-    std::ofstream out(tmpl);
-    out << "database = x.db\n[remote]\ntype = imaps\n";
-  }
-  Config c = Config::load(tmpl);
-  CHECK(c.origin() == tmpl);
+  const test_util::TempFile tmp("interimap-test-config");
+  const std::string& path = tmp.path();
+  test_util::write_file(path, "database = x.db\n[remote]\ntype = imaps\nbroken line\n");
+  std::string err = error_of<ConfigError>([&] { Config::load(path); });
+  CHECK(err == path + ":4: syntax error: 'broken line'");
+  test_util::write_file(path, "database = x.db\n[remote]\ntype = imaps\n");
+  Config c = Config::load(path);
+  CHECK(c.origin() == path);
   CHECK(c.get("remote", "database") == "x.db");
-  unlink(tmpl);
-  err = config_error([&] { Config::load(tmpl); });
-  CHECK(err == std::string("No such config file ") + tmpl);
-  CHECK(config_error([] { Config::load("/tmp"); }) == "No such config file /tmp");
+  REQUIRE(std::filesystem::remove(path));
+  err = error_of<ConfigError>([&] { Config::load(path); });
+  CHECK(err == "No such config file " + path);
+  CHECK(error_of<ConfigError>([] { Config::load("/tmp"); }) == "No such config file /tmp");
 }
 
 TEST_CASE("Config::get_bool accepts YES/NO in any case, nothing else") {
@@ -180,7 +162,7 @@ TEST_CASE("Config::get_bool accepts YES/NO in any case, nothing else") {
     if (k.expected) {
       CHECK(c.get_bool("local", "compress") == k.expected);
     } else {
-      CHECK(config_error([&] { c.get_bool("local", "compress"); }) ==
+      CHECK(error_of<ConfigError>([&] { c.get_bool("local", "compress"); }) ==
             std::string("b.conf: [local] compress: invalid boolean, expected YES or NO (value: ") + k.value + ")");
     }
   }
@@ -188,7 +170,7 @@ TEST_CASE("Config::get_bool accepts YES/NO in any case, nothing else") {
   CHECK(c.get_bool("local", "compress") == std::nullopt);
   // A bad value inherited from the default section is reported there.
   Config d = Config::parse("compress = maybe\n[local]\n", "b.conf");
-  CHECK(config_error([&] { d.get_bool("local", "compress"); }) ==
+  CHECK(error_of<ConfigError>([&] { d.get_bool("local", "compress"); }) ==
         "b.conf: compress: invalid boolean, expected YES or NO (value: maybe)");
 }
 
@@ -208,7 +190,7 @@ TEST_CASE("Config::get_uint") {
     if (k.expected) {
       CHECK(c.get_uint("acct", "purge-after") == k.expected);
     } else {
-      CHECK(config_error([&] { c.get_uint("acct", "purge-after"); }) ==
+      CHECK(error_of<ConfigError>([&] { c.get_uint("acct", "purge-after"); }) ==
             std::string("u.conf: [acct] purge-after: invalid non-negative integer (value: ") + k.value + ")");
     }
   }
@@ -217,10 +199,10 @@ TEST_CASE("Config::get_uint") {
 
 TEST_CASE("Config::fail formats and redacts passwords") {
   Config c = Config::parse("[remote]\npassword = s3cret\nhost = h\n", "p.conf");
-  CHECK(config_error([&] { c.fail("remote", "host", "bad"); }) == "p.conf: [remote] host: bad (value: h)");
-  CHECK(config_error([&] { c.fail("remote", "password", "bad"); }) ==
+  CHECK(error_of<ConfigError>([&] { c.fail("remote", "host", "bad"); }) == "p.conf: [remote] host: bad (value: h)");
+  CHECK(error_of<ConfigError>([&] { c.fail("remote", "password", "bad"); }) ==
         "p.conf: [remote] password: bad (value: <redacted>)");
-  CHECK(config_error([&] { c.fail("remote", "port", "missing"); }) == "p.conf: [remote] port: missing");
+  CHECK(error_of<ConfigError>([&] { c.fail("remote", "port", "missing"); }) == "p.conf: [remote] port: missing");
 }
 
 TEST_CASE("Config::connection: defaults") {
@@ -369,9 +351,9 @@ TEST_CASE("Config::connection: bad values name file, section, option and value")
   };
   for (const auto& k : cases) {
     CAPTURE(k.text);
-    CHECK(config_error([&] { connection(k.text); }) == k.expected);
+    CHECK(error_of<ConfigError>([&] { connection(k.text); }) == k.expected);
   }
-  CHECK(config_error([] { connection("[local]\n", "remote"); }) == "test.conf: no such section [remote]");
+  CHECK(error_of<ConfigError>([] { connection("[local]\n", "remote"); }) == "test.conf: no such section [remote]");
 }
 
 TEST_CASE("split_list_mailbox: words, quoted strings and escapes like the reference") {
@@ -430,43 +412,28 @@ TEST_CASE("split_list_mailbox rejects what the reference rejects") {
   };
   for (const char* input : cases) {
     CAPTURE(input);
-    std::string err = config_error([&] { interimap::split_list_mailbox(input, "list-mailbox"); });
+    std::string err = error_of<ConfigError>([&] { interimap::split_list_mailbox(input, "list-mailbox"); });
     CHECK(err.rfind(std::string("Invalid value for list-mailbox: ") + input + " (", 0) == 0);
   }
-  std::string err = config_error([] { interimap::split_list_mailbox("a(", "ignore-mailbox"); });
+  std::string err = error_of<ConfigError>([] { interimap::split_list_mailbox("a(", "ignore-mailbox"); });
   CHECK(err.rfind("Invalid value for ignore-mailbox: a( (", 0) == 0);
 }
 
 TEST_CASE("XDG directories and resolve_path") {
-  const char* old_config = std::getenv("XDG_CONFIG_HOME");
-  const char* old_data = std::getenv("XDG_DATA_HOME");
-  const char* old_home = std::getenv("HOME");
-  const std::string saved_config = old_config ? old_config : "";
-  const std::string saved_data = old_data ? old_data : "";
-  const std::string saved_home = old_home ? old_home : "";
-
-  setenv("HOME", "/home/test", 1);
-  unsetenv("XDG_CONFIG_HOME");
-  unsetenv("XDG_DATA_HOME");
-  CHECK(interimap::xdg_config_home() == "/home/test/.config");
-  CHECK(interimap::xdg_data_home() == "/home/test/.local/share");
-  setenv("XDG_CONFIG_HOME", "", 1);  // empty means unset (XDG spec)
-  CHECK(interimap::xdg_config_home() == "/home/test/.config");
-  setenv("XDG_CONFIG_HOME", "/xdg/config", 1);
-  setenv("XDG_DATA_HOME", "/xdg/data", 1);
-  CHECK(interimap::xdg_config_home() == "/xdg/config");
-  CHECK(interimap::xdg_data_home() == "/xdg/data");
-
-  auto restore = [](const char* name, const char* old, const std::string& value) {
-    if (old) {
-      setenv(name, value.c_str(), 1);
-    } else {
-      unsetenv(name);
-    }
-  };
-  restore("XDG_CONFIG_HOME", old_config, saved_config);
-  restore("XDG_DATA_HOME", old_data, saved_data);
-  restore("HOME", old_home, saved_home);
+  {
+    test_util::EnvOverride env;  // HOME and XDG_*_HOME as they were at the end of the block
+    env.set("HOME", "/home/test");
+    env.unset("XDG_CONFIG_HOME");
+    env.unset("XDG_DATA_HOME");
+    CHECK(interimap::xdg_config_home() == "/home/test/.config");
+    CHECK(interimap::xdg_data_home() == "/home/test/.local/share");
+    env.set("XDG_CONFIG_HOME", "");  // empty means unset (XDG spec)
+    CHECK(interimap::xdg_config_home() == "/home/test/.config");
+    env.set("XDG_CONFIG_HOME", "/xdg/config");
+    env.set("XDG_DATA_HOME", "/xdg/data");
+    CHECK(interimap::xdg_config_home() == "/xdg/config");
+    CHECK(interimap::xdg_data_home() == "/xdg/data");
+  }
 
   struct Case {
     const char* base;
@@ -550,36 +517,6 @@ TEST_CASE("option names: interimap's and pullimap's") {
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "config-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string str() const { return path_.string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
-// The message of the interimap::Error that `fn` throws, or "" if none.
-template <typename Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const interimap::Error& e) {
-    return e.what();
-  }
-  return {};
-}
-
 mode_t current_umask() {
   const mode_t m = ::umask(0);
   ::umask(m);
@@ -589,8 +526,8 @@ mode_t current_umask() {
 }  // namespace
 
 TEST_CASE("xdg_basedir: the reference's xdg_basedir") {
-  TempDir dir;
-  const std::string base = dir.str();
+  const test_util::TempDir dir("config");
+  const std::string base = dir.path().string();
 
   SUBCASE("an absolute path: as is, nothing checked nor created") {
     CHECK(interimap::xdg_basedir("interimap", base, "/var/x.db") == "/var/x.db");
@@ -611,33 +548,32 @@ TEST_CASE("xdg_basedir: the reference's xdg_basedir") {
     CHECK(std::filesystem::is_directory(base + "/pullimap"));
   }
   SUBCASE("BASE must exist and be a directory; it is not created") {
-    CHECK(error_of([&] { interimap::xdg_basedir("interimap", base + "/missing", "h.db"); }) ==
+    CHECK(error_of<interimap::Error>([&] { interimap::xdg_basedir("interimap", base + "/missing", "h.db"); }) ==
           "No such directory: " + base + "/missing");
     CHECK_FALSE(std::filesystem::exists(base + "/missing"));
-    std::ofstream(base + "/file") << "x";
-    CHECK(error_of([&] { interimap::xdg_basedir("pullimap", base + "/file", "acct"); }) ==
+    test_util::write_file(base + "/file", "x");
+    CHECK(error_of<interimap::Error>([&] { interimap::xdg_basedir("pullimap", base + "/file", "acct"); }) ==
           "No such directory: " + base + "/file");
-    CHECK(error_of([&] { interimap::xdg_basedir("pullimap", "", "acct"); }) == "No such directory: ");
+    CHECK(error_of<interimap::Error>([&] { interimap::xdg_basedir("pullimap", "", "acct"); }) == "No such directory: ");
   }
   SUBCASE("BASE/PROGRAM: EEXIST is fine, another failure an error") {
-    std::ofstream(base + "/pullimap") << "a file in the way";
-    const std::string what = error_of([&] { interimap::xdg_basedir("pullimap", base, "acct"); });
+    test_util::write_file(base + "/pullimap", "a file in the way");
+    const std::string what = error_of<interimap::Error>([&] { interimap::xdg_basedir("pullimap", base, "acct"); });
     // mkdir(2) says EEXIST, which the reference (and we) take for an
     // existing directory: the path is returned and the open fails later.
     CHECK(what.empty());
     if (::geteuid() != 0) {  // root writes anywhere
       const std::string ro = base + "/ro";
       REQUIRE(::mkdir(ro.c_str(), 0500) == 0);
-      CHECK(error_of([&] { interimap::xdg_basedir("interimap", ro, "h.db"); }) ==
+      CHECK(error_of<interimap::Error>([&] { interimap::xdg_basedir("interimap", ro, "h.db"); }) ==
             "Couldn't create " + ro + "/interimap: Permission denied");
     }
   }
 }
 
 TEST_CASE("config_path: --config under $XDG_CONFIG_HOME/PROGRAM") {
-  const char* old_config = std::getenv("XDG_CONFIG_HOME");
-  const std::string saved_config = old_config ? old_config : "";
-  setenv("XDG_CONFIG_HOME", "/xdg/config", 1);
+  test_util::EnvOverride env;
+  env.set("XDG_CONFIG_HOME", "/xdg/config");
 
   CHECK(interimap::config_path("interimap", std::nullopt) == "/xdg/config/interimap/config");
   CHECK(interimap::config_path("pullimap", std::nullopt) == "/xdg/config/pullimap/config");
@@ -647,10 +583,4 @@ TEST_CASE("config_path: --config under $XDG_CONFIG_HOME/PROGRAM") {
   // An empty --config names the directory (interimap then reports "No such
   // config file"; pullimap refuses it before).
   CHECK(interimap::config_path("interimap", std::string()) == "/xdg/config/interimap/");
-
-  if (old_config) {
-    setenv("XDG_CONFIG_HOME", saved_config.c_str(), 1);
-  } else {
-    unsetenv("XDG_CONFIG_HOME");
-  }
 }

@@ -2,16 +2,16 @@
 #include <interimap/error.hpp>
 #include <interimap/log.hpp>
 
+#include "test_util.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <optional>
 #include <sstream>
 #include <string>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 using interimap::ConfigError;
@@ -112,18 +112,11 @@ TEST_CASE("LogPrefix rejects malformed formats, naming the format") {
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Captures what Logger writes to fd 2 while `fn` runs.
 template <typename Fn>
 std::string capture_stderr(Fn fn) {
-  char tmpl[] = "/tmp/interimap-test-stderr-XXXXXX";
-  const int fd = mkstemp(tmpl);
+  const test_util::TempFile tmp("interimap-test-stderr");
+  const int fd = open(tmp.path().c_str(), O_WRONLY);
   REQUIRE(fd >= 0);
   const int saved = dup(STDERR_FILENO);
   REQUIRE(saved >= 0);
@@ -132,9 +125,7 @@ std::string capture_stderr(Fn fn) {
   dup2(saved, STDERR_FILENO);
   close(saved);
   close(fd);
-  std::string out = read_file(tmpl);
-  unlink(tmpl);
-  return out;
+  return test_util::read_file(tmp.path());
 }
 
 // Checks the "%b %e %H:%M:%S.uuuuuu " timestamp at the start of `line` and
@@ -210,26 +201,18 @@ TEST_CASE("Logger uses the configured prefix") {
 }
 
 TEST_CASE("Logger log file: timestamps; debug to the file only, the rest to both") {
-  char tmpl[] = "/tmp/interimap-test-log-XXXXXX";
-  const int fd = mkstemp(tmpl);
-  REQUIRE(fd >= 0);
-  close(fd);
-  {
-    std::ofstream pre(tmpl);
-    pre << "previous line\n";  // the file is appended to, not truncated
-  }
+  const test_util::TempFile tmp("interimap-test-log");
+  test_util::write_file(tmp.path(), "previous line\n");  // the file is appended to, not truncated
   Logger logger;
   logger.set_debug(1);
-  logger.open_file(tmpl);
+  logger.open_file(tmp.path());
   std::string err = capture_stderr([&] {
     logger.info("local", "info line");
     logger.log(LogLevel::Debug, "remote", "", "debug line");
     logger.warning("remote", "warn line");
   });
   CHECK(err == "local: info line\nremote: WARNING: warn line\n");
-  std::string file = read_file(tmpl);
-  unlink(tmpl);
-  std::istringstream lines(file);
+  std::istringstream lines(test_util::read_file(tmp.path()));
   std::string line;
   std::getline(lines, line);
   CHECK(line == "previous line");

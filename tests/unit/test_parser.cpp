@@ -5,6 +5,8 @@
 
 #include <interimap/error.hpp>
 
+#include "test_util.hpp"
+
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
@@ -49,22 +51,11 @@ std::vector<std::string> frame(const std::vector<std::string_view>& pieces, Resp
   return out;
 }
 
-std::vector<std::string_view> bytewise(std::string_view s) {
-  std::vector<std::string_view> out;
-  for (size_t i = 0; i < s.size(); ++i) out.push_back(s.substr(i, 1));
-  return out;
-}
-
 UidSet set(std::string_view s) { return UidSet::parse(s); }
 
 // Runs parse_response and returns the ProtocolError message, or "" if it did not throw.
 std::string parse_error(std::string_view raw) {
-  try {
-    parse_response(raw);
-  } catch (const ProtocolError& e) {
-    return e.what();
-  }
-  return "";
+  return test_util::error_of<ProtocolError>([&] { parse_response(raw); });
 }
 
 }  // namespace
@@ -626,7 +617,7 @@ const std::vector<std::string> kFramed = {
 
 TEST_CASE("reader: frames responses with literals, whatever the split") {
   CHECK(frame({kStream}) == kFramed);
-  CHECK(frame(bytewise(kStream)) == kFramed);
+  CHECK(frame(test_util::pieces(kStream, 1)) == kFramed);
   for (size_t i = 0; i <= kStream.size(); ++i) {
     CAPTURE(i);
     const std::string_view s = kStream;
@@ -682,7 +673,8 @@ TEST_CASE("reader: literal edge cases") {
   CHECK(frame({"* OK [ALERT] {12x}\r\n* OK {}\r\n* OK {5+}\r\n"}) ==
         std::vector<std::string>{"* OK [ALERT] {12x}\r\n", "* OK {}\r\n", "* OK {5+}\r\n"});
   // A literal header at the very start of a line after a literal.
-  CHECK(frame(bytewise("* X {1}\r\na{2}\r\nbc\r\n")) == std::vector<std::string>{"* X {1}\r\na{2}\r\nbc\r\n"});
+  CHECK(frame(test_util::pieces("* X {1}\r\na{2}\r\nbc\r\n", 1)) ==
+        std::vector<std::string>{"* X {1}\r\na{2}\r\nbc\r\n"});
 }
 
 TEST_CASE("reader: bare LF ends a line and is rewritten as CRLF") {
@@ -695,7 +687,7 @@ TEST_CASE("reader: bare LF ends a line and is rewritten as CRLF") {
       "A1 OK\r\n",
   };
   CHECK(frame({in}) == want);
-  CHECK(frame(bytewise(in)) == want);
+  CHECK(frame(test_util::pieces(in, 1)) == want);
   CHECK(data_as<ListData>(parse_response(want[1])).mailbox == "foo");
   CHECK(data_as<ListData>(parse_response(want[2])).mailbox == "a\r");
 }
@@ -820,7 +812,7 @@ TEST_CASE("reader: streams chosen literals to the sink, whatever the split") {
   CHECK(whole.events == want_events);
   CHECK(whole.lines == want_lines);
 
-  const Streamed bytes = stream(bytewise(kBodies));
+  const Streamed bytes = stream(test_util::pieces(kBodies, 1));
   CHECK(bytes.framed == want_framed);
   CHECK(bytes.bytes == want_bytes);
   CHECK(bytes.events == want_events);

@@ -4,6 +4,8 @@
 // ends, no dot-stuffing, no terminator), each input split at every byte.
 #include "smtp/smtp_client.hpp"
 
+#include "test_util.hpp"
+
 #include <doctest/doctest.h>
 
 #include <string>
@@ -37,7 +39,7 @@ constexpr Case kCases[] = {
 std::string encode(std::string_view in, size_t step, bool dot_stuffing) {
   DataEncoder encoder(dot_stuffing);
   std::string out;
-  for (size_t i = 0; i < in.size(); i += step) encoder.encode(in.substr(i, step), out);
+  for (std::string_view piece : test_util::pieces(in, step)) encoder.encode(piece, out);
   encoder.finish(out);
   return out;
 }

@@ -3,6 +3,8 @@
 // per-side state and mappings.  Each test works in its own temp directory.
 #include <interimap/statedb.hpp>
 
+#include "test_util.hpp"
+
 #include <doctest/doctest.h>
 #include <sqlite3.h>
 
@@ -26,6 +28,7 @@ using interimap::StateDB;
 using interimap::StateError;
 using interimap::StateLockedError;
 using interimap::UidOrder;
+using test_util::TempDir;
 
 namespace {
 
@@ -52,26 +55,6 @@ const char* const kReferenceMapping =
 const char* const kVersion0Mailboxes =
     "CREATE TABLE mailboxes (idx        INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, mailbox    TEXT    NOT NULL "
     "CHECK (mailbox != '') UNIQUE, subscribed BOOLEAN NOT NULL)";
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "statedb-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(std::string_view name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 // A plain SQLite connection, for building fixtures and inspecting files
 // behind StateDB's back (only while no StateDB holds the file).
@@ -115,7 +98,7 @@ class RawDb {
 
 // An open, ready database in a temp dir.
 struct Fixture {
-  TempDir dir;
+  TempDir dir{"statedb"};
   std::string path = dir.file("test.db");
   StateDB db{path};
   Fixture() { db.ensure_schema('/', '/'); }
@@ -150,7 +133,7 @@ TEST_CASE("Side helpers") {
 }
 
 TEST_CASE("default_path follows the reference's xdg_basedir") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string data = dir.path().string();
 
   SUBCASE("absolute database option: as is, nothing created") {
@@ -177,7 +160,7 @@ TEST_CASE("default_path follows the reference's xdg_basedir") {
 }
 
 TEST_CASE("a new database gets the reference's schema, mode 0600 and user_version 1") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("new.db");
   std::vector<std::string> notices;
   {
@@ -208,7 +191,7 @@ TEST_CASE("a new database gets the reference's schema, mode 0600 and user_versio
 }
 
 TEST_CASE("opening an existing version-1 database changes nothing") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("v1.db");
   MailboxId idx = 0;
   {
@@ -229,7 +212,7 @@ TEST_CASE("opening an existing version-1 database changes nothing") {
 }
 
 TEST_CASE("create_if_missing=false (--watch) refuses a missing file") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("missing.db");
   interimap::StateOptions options;
   options.create_if_missing = false;
@@ -238,7 +221,7 @@ TEST_CASE("create_if_missing=false (--watch) refuses a missing file") {
 }
 
 TEST_CASE("file errors name the file") {
-  TempDir dir;
+  TempDir dir("statedb");
   SUBCASE("cannot create") {
     const std::string path = dir.file("no/such/dir.db");
     CHECK_THROWS_WITH_AS(StateDB{path}, ("Can't create " + path + ": No such file or directory").c_str(),
@@ -246,12 +229,7 @@ TEST_CASE("file errors name the file") {
   }
   SUBCASE("not a database") {
     const std::string path = dir.file("junk.db");
-    {
-      std::FILE* f = std::fopen(path.c_str(), "w");
-      REQUIRE(f);
-      std::fputs("this is not an SQLite database, not at all; just some junk bytes to fill a header\n", f);
-      std::fclose(f);
-    }
+    test_util::write_file(path, "this is not an SQLite database, not at all; just some junk bytes to fill a header\n");
     try {
       StateDB db(path);
       FAIL("opened junk");
@@ -263,7 +241,7 @@ TEST_CASE("file errors name the file") {
 }
 
 TEST_CASE("a second StateDB on the same file fails at once") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("lock.db");
   {
     StateDB first(path);
@@ -316,7 +294,7 @@ void make_version0(const std::string& path) {
 }  // namespace
 
 TEST_CASE("upgrade from version 0 replaces the delimiter with NUL") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("v0.db");
   make_version0(path);
   std::vector<std::string> notices;
@@ -346,7 +324,7 @@ TEST_CASE("upgrade from version 0 replaces the delimiter with NUL") {
 }
 
 TEST_CASE("upgrade from version 0 refuses differing delimiters and changes nothing") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("v0.db");
   make_version0(path);
   {
@@ -381,7 +359,7 @@ TEST_CASE("upgrade from version 0 refuses differing delimiters and changes nothi
 }
 
 TEST_CASE("upgrade from version 0 in a flat namespace keeps names, as BLOBs") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("v0.db");
   make_version0(path);
   {
@@ -395,7 +373,7 @@ TEST_CASE("upgrade from version 0 in a flat namespace keeps names, as BLOBs") {
 }
 
 TEST_CASE("upgrade refuses broken referential integrity") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("v0.db");
   make_version0(path);
   {
@@ -408,7 +386,7 @@ TEST_CASE("upgrade refuses broken referential integrity") {
 }
 
 TEST_CASE("a newer schema version is refused") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("v2.db");
   {
     RawDb raw(path);
@@ -419,7 +397,7 @@ TEST_CASE("a newer schema version is refused") {
 }
 
 TEST_CASE("transactions: commit, rollback on destruction and on exception") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("tx.db");
   {
     StateDB db(path);
@@ -482,7 +460,7 @@ TEST_CASE("transactions: commit, rollback on destruction and on exception") {
 }
 
 TEST_CASE("the lists read on every poll follow every write, commit and rollback") {
-  TempDir dir;
+  TempDir dir("statedb");
   StateDB db(dir.file("cache.db"));
   db.ensure_schema('/', '/');
   CHECK(db.mailboxes().empty());
@@ -519,7 +497,7 @@ TEST_CASE("the lists read on every poll follow every write, commit and rollback"
 }
 
 TEST_CASE("methods before ensure_schema are a logic error") {
-  TempDir dir;
+  TempDir dir("statedb");
   StateDB db(dir.file("x.db"));
   CHECK_THROWS_AS(db.find_mailbox("INBOX"), std::logic_error);
   CHECK_THROWS_AS(db.begin(), std::logic_error);
@@ -836,7 +814,7 @@ TEST_CASE("rename_mailbox renames children recursively and refuses to overwrite"
 }
 
 TEST_CASE("names are written as BLOBs with NUL bytes, as the reference writes them") {
-  TempDir dir;
+  TempDir dir("statedb");
   const std::string path = dir.file("blob.db");
   {
     StateDB db(path);

@@ -4,6 +4,8 @@
 // and a UIDVALIDITY change.  Each test works in its own temp directory.
 #include "pull/statefile.hpp"
 
+#include "test_util.hpp"
+
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
@@ -16,8 +18,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -27,36 +27,13 @@ using interimap::detail::pull::Statefile;
 using interimap::detail::pull::StatefileError;
 using interimap::detail::pull::StatefileLockedError;
 using interimap::detail::pull::statefile_path;
+using test_util::TempDir;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "statefile-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(std::string_view name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
 // The file's bytes as hex, 4 bytes per group: "01020304 00000001".
 std::string hex_of_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  const std::string bytes = ss.str();
+  const std::string bytes = test_util::read_file(path);
   std::string out;
   for (size_t i = 0; i < bytes.size(); ++i) {
     if (i > 0 && i % 4 == 0) out += ' ';
@@ -72,18 +49,12 @@ void write_hex(const std::string& path, std::string_view hex) {
   for (char c : hex)
     if (c != ' ') digits += c;
   for (size_t i = 0; i + 1 < digits.size(); i += 2) bytes += static_cast<char>(std::stoi(digits.substr(i, 2), nullptr, 16));
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!out) throw std::runtime_error("cannot write " + path);
+  test_util::write_file(path, bytes);
 }
 
+// The StatefileError opening `path` throws, or "" if it opens.
 std::string error_of(const std::string& path, bool create = true) {
-  try {
-    Statefile sf(path, create);
-  } catch (const StatefileError& e) {
-    return e.what();
-  }
-  return "";
+  return test_util::error_of<StatefileError>([&] { Statefile sf(path, create); });
 }
 
 // In a child process, tries the reference's lock (fcntl F_SETLK, F_WRLCK,
@@ -109,7 +80,7 @@ int try_reference_lock_in_child(const std::string& path) {
 }  // namespace
 
 TEST_CASE("statefile: a new file, byte by byte through a whole run") {
-  TempDir dir;
+  TempDir dir("statefile");
   const std::string path = dir.file("account");
   {
     Statefile sf(path, true);
@@ -155,7 +126,7 @@ TEST_CASE("statefile: a new file, byte by byte through a whole run") {
 }
 
 TEST_CASE("statefile: reads a file in the reference's format, stalled UIDs included") {
-  TempDir dir;
+  TempDir dir("statefile");
   const std::string path = dir.file("ref");
   // pack('N', 12345), pack('N', 42), then UIDs 43 and 45 delivered by a run
   // that was interrupted before its UID FETCH completed.
@@ -176,7 +147,7 @@ TEST_CASE("statefile: reads a file in the reference's format, stalled UIDs inclu
 }
 
 TEST_CASE("statefile: a 4-byte file (first run interrupted between its writes) is completed") {
-  TempDir dir;
+  TempDir dir("statefile");
   const std::string path = dir.file("half");
   write_hex(path, "00000007");
   Statefile sf(path, false);
@@ -188,7 +159,7 @@ TEST_CASE("statefile: a 4-byte file (first run interrupted between its writes) i
 }
 
 TEST_CASE("statefile: a crash after deliveries leaves them for the next run") {
-  TempDir dir;
+  TempDir dir("statefile");
   const std::string path = dir.file("crash");
   {
     Statefile sf(path, true);
@@ -204,16 +175,11 @@ TEST_CASE("statefile: a crash after deliveries leaves them for the next run") {
 }
 
 TEST_CASE("statefile: UIDVALIDITY changed is an error naming the file and both values") {
-  TempDir dir;
+  TempDir dir("statefile");
   const std::string path = dir.file("uv");
   write_hex(path, "00000064 0000000a 0000000b");
   Statefile sf(path, false);
-  std::string what;
-  try {
-    sf.set_uidvalidity(200, "Lists/debian");
-  } catch (const StatefileError& e) {
-    what = e.what();
-  }
+  const std::string what = test_util::error_of<StatefileError>([&] { sf.set_uidvalidity(200, "Lists/debian"); });
   CHECK(what.find(path) != std::string::npos);
   CHECK(what.find("statefile: 100") != std::string::npos);
   CHECK(what.find("server: 200") != std::string::npos);
@@ -225,7 +191,7 @@ TEST_CASE("statefile: UIDVALIDITY changed is an error naming the file and both v
 }
 
 TEST_CASE("statefile: corrupt files are refused with a clear message") {
-  TempDir dir;
+  TempDir dir("statefile");
   const std::string path = dir.file("bad");
   // Sizes that are not a multiple of 4, below and above 8 bytes.
   for (std::string_view hex : {"01", "0102", "010203", "0102030405", "010203040506", "01020304050607",
@@ -250,7 +216,7 @@ TEST_CASE("statefile: corrupt files are refused with a clear message") {
 }
 
 TEST_CASE("statefile: missing file without create (--idle) is not created") {
-  TempDir dir;
+  TempDir dir("statefile");
   const std::string path = dir.file("absent");
   const std::string what = error_of(path, false);
   CHECK(what == fmt::format("Can't open {}: No such file or directory", path));
@@ -258,18 +224,13 @@ TEST_CASE("statefile: missing file without create (--idle) is not created") {
 }
 
 TEST_CASE("statefile: a second opener fails at once while the first holds the lock") {
-  TempDir dir;
+  TempDir dir("statefile");
   const std::string path = dir.file("locked");
   auto first = std::make_unique<Statefile>(path, true);
   first->set_uidvalidity(1, "INBOX");
 
   const auto start = std::chrono::steady_clock::now();
-  std::string what;
-  try {
-    Statefile second(path, true);
-  } catch (const StatefileLockedError& e) {
-    what = e.what();
-  }
+  const std::string what = test_util::error_of<StatefileLockedError>([&] { Statefile second(path, true); });
   const auto elapsed = std::chrono::steady_clock::now() - start;
   CHECK(what.find(fmt::format("Can't lock {}", path)) != std::string::npos);
   CHECK(what.find("another pullimap") != std::string::npos);
@@ -285,7 +246,7 @@ TEST_CASE("statefile: a second opener fails at once while the first holds the lo
 }
 
 TEST_CASE("statefile: the reference's lock keeps us out") {
-  TempDir dir;
+  TempDir dir("statefile");
   const std::string path = dir.file("held");
   write_hex(path, "00000001 00000001");
   // A child holds the reference's lock (F_SETLK) until we close the pipe.
@@ -330,13 +291,10 @@ TEST_CASE("statefile: the reference pullimap itself is locked out by us") {
     MESSAGE("reference pullimap not installed: skipped");
     return;
   }
-  TempDir dir;
+  TempDir dir("statefile");
   std::filesystem::create_directories(dir.path() / "data");
   const std::string config = dir.file("config");
-  {
-    std::ofstream out(config);
-    out << "[acct]\ntype = imap\nhost = 127.0.0.1\nport = 1\nSTARTTLS = NO\n";
-  }
+  test_util::write_file(config, "[acct]\ntype = imap\nhost = 127.0.0.1\nport = 1\nSTARTTLS = NO\n");
   const std::string data_home = (dir.path() / "data").string();
   const std::string path = statefile_path(std::nullopt, "acct", data_home);
   Statefile ours(path, true);
@@ -367,7 +325,7 @@ TEST_CASE("statefile: the reference pullimap itself is locked out by us") {
 }
 
 TEST_CASE("statefile: its path, as the reference's xdg_basedir finds it") {
-  TempDir dir;
+  TempDir dir("statefile");
   const std::string data_home = dir.path().string();
   // Default: the section name, under DATA_HOME/pullimap (created 0700).
   CHECK(statefile_path(std::nullopt, "work", data_home) == data_home + "/pullimap/work");
@@ -382,18 +340,13 @@ TEST_CASE("statefile: its path, as the reference's xdg_basedir finds it") {
   CHECK(statefile_path(std::string("/var/tmp/x"), "work", "/nonexistent") == "/var/tmp/x");
   // A missing DATA_HOME is not created.
   const std::string missing = data_home + "/missing";
-  std::string what;
-  try {
-    statefile_path(std::nullopt, "work", missing);
-  } catch (const StatefileError& e) {
-    what = e.what();
-  }
-  CHECK(what == "No such directory: " + missing);
+  CHECK(test_util::error_of<StatefileError>([&] { statefile_path(std::nullopt, "work", missing); }) ==
+        "No such directory: " + missing);
   CHECK_FALSE(std::filesystem::exists(missing));
 }
 
 TEST_CASE("statefile: preconditions") {
-  TempDir dir;
+  TempDir dir("statefile");
   Statefile sf(dir.file("p"), true);
   CHECK_THROWS_AS(sf.append_delivered(1), std::logic_error);
   CHECK_THROWS_AS(sf.finish(2), std::logic_error);
