@@ -1,5 +1,6 @@
 #include <interimap/config.hpp>
 #include <interimap/error.hpp>
+#include "util/ascii.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -22,6 +23,8 @@
 namespace interimap {
 
 namespace {
+
+using detail::iequals;
 
 // Perl's \s, which the reference's Config::Tiny uses to trim and to find
 // comments: space, \t, \n, \v, \f, \r.
@@ -70,11 +73,6 @@ std::vector<std::string> words(std::string_view s) {
   return out;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return (x >= 'a' && x <= 'z' ? x - 32 : x) == (y >= 'a' && y <= 'z' ? y - 32 : y);
-         });
-}
 
 // A port number or a TCP service name (the reference hands the value to
 // getaddrinfo(3), which accepts both); 0 when invalid.

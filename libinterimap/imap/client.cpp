@@ -1,4 +1,5 @@
 #include "imap/client.hpp"
+#include "util/ascii.hpp"
 
 #include <interimap/error.hpp>
 
@@ -9,15 +10,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <strings.h>
 
 namespace interimap::detail::imap {
 
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
+using detail::iequals;
+
 
 std::string base64(std::string_view data) {
   std::string out(4 * ((data.size() + 2) / 3), '\0');

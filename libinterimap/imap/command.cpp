@@ -3,6 +3,7 @@
 // literal8 (RFC 3516 4.2).
 
 #include "imap/command.hpp"
+#include "util/ascii.hpp"
 
 #include <fmt/format.h>
 
@@ -45,13 +46,6 @@ bool is_quotable(std::string_view s) {
   return s.size() < kMaxQuoted && std::none_of(s.begin(), s.end(), [](char c) {
            const auto u = static_cast<unsigned char>(c);
            return u == '\0' || u == '\r' || u == '\n' || u >= 0x80;
-         });
-}
-
-bool ascii_iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           auto up = [](char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; };
-           return up(x) == up(y);
          });
 }
 
@@ -130,7 +124,7 @@ bool Command::waits(size_t i) const {
 CommandBuilder& CommandBuilder::mailbox(std::string_view wire_name) {
   // RFC 3501 5.1: "INBOX" is case-insensitive; send the canonical form so
   // every server sees the same name.
-  if (ascii_iequals(wire_name, "INBOX")) return raw("INBOX");
+  if (iequals(wire_name, "INBOX")) return raw("INBOX");
   return astring(wire_name);
 }
 

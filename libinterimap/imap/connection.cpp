@@ -2,10 +2,10 @@
 #include <interimap/error.hpp>
 
 #include "imap/client.hpp"
+#include "util/ascii.hpp"
 
 #include <fmt/format.h>
 #include <poll.h>
-#include <strings.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -25,11 +25,8 @@ using detail::imap::StatusResponse;
 
 namespace {
 
-bool has_flag(const std::vector<std::string>& flags, std::string_view flag) {
-  return std::any_of(flags.begin(), flags.end(), [&](const std::string& f) {
-    return f.size() == flag.size() && strncasecmp(f.data(), flag.data(), f.size()) == 0;
-  });
-}
+using detail::has_flag;
+
 
 std::string paren_list(const std::vector<std::string>& items) { return fmt::format("({})", fmt::join(items, " ")); }
 

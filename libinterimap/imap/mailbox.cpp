@@ -5,9 +5,9 @@
 #include "imap/connection_internal.hpp"
 #include "imap/mailbox_session.hpp"
 #include "util/utf7.hpp"
+#include "util/ascii.hpp"
 
 #include <fmt/format.h>
-#include <strings.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -41,6 +41,10 @@ using detail::imap::VanishedData;
 
 namespace {
 
+using detail::iequals;
+using detail::has_flag;
+using detail::kMaxUid;
+
 // Dovecot 2.3 gets into trouble with command lines past about 4 KiB; the
 // reference splits UID sets at 4096 bytes (with_set).  We bound the whole
 // line, tag and CRLF included.
@@ -54,11 +58,7 @@ constexpr size_t kMinSetBudget = 21;
 // the socket buffers and neither side can block the other.
 constexpr size_t kWindowBytes = 64 * 1024;
 constexpr size_t kWindowCommands = 16;
-constexpr uint32_t kMaxUid = std::numeric_limits<uint32_t>::max();
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
 
 bool is_recent(std::string_view flag) { return iequals(flag, "\\Recent"); }
 
@@ -68,9 +68,6 @@ std::vector<std::string> without_recent(std::vector<std::string> flags) {
   return flags;
 }
 
-bool has_flag(const std::vector<std::string>& flags, std::string_view flag) {
-  return std::any_of(flags.begin(), flags.end(), [&](const std::string& f) { return iequals(f, flag); });
-}
 
 // RFC 3501 9: flag = "\" atom / flag-keyword (an atom).  We refuse what
 // would break the command's syntax (SP, parentheses, quotes, braces, list

@@ -2,6 +2,7 @@
 // to RFC 3501 section 9 unless another RFC is named.
 
 #include "imap/parser.hpp"
+#include "util/ascii.hpp"
 
 #include <interimap/error.hpp>
 
@@ -58,13 +59,6 @@ constexpr int kMarker = static_cast<unsigned char>(kStreamedLiteral);
 inline bool is_digit(int c) { return c >= '0' && c <= '9'; }
 
 char ascii_upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (ascii_upper(a[i]) != ascii_upper(b[i])) return false;
-  return true;
-}
 
 bool iends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && iequals(s.substr(s.size() - suffix.size()), suffix);

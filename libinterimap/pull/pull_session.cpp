@@ -7,6 +7,7 @@
 
 #include "pull/statefile.hpp"
 #include "smtp/smtp_client.hpp"
+#include "util/ascii.hpp"
 
 #include <fmt/format.h>
 #include <pwd.h>
@@ -22,22 +23,17 @@ namespace interimap {
 
 namespace {
 
+using detail::kMaxUid;
+using detail::has_control;
+
 using detail::pull::Statefile;
 namespace smtp = detail::smtp;
 
-constexpr uint32_t kMaxUid = std::numeric_limits<uint32_t>::max();
 // pullimap(1) purge-after: "if --idle is set then the SEARCH command is
 // issued again every 12 hours".
 constexpr std::chrono::hours kPurgeInterval{12};
 // A bound on purge-after that keeps the SEARCH date after year 1.
 constexpr uint64_t kMaxPurgeDays = 365000;
-
-bool has_control(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f;
-  });
-}
 
 // The reference's /\A(\P{Control}+)\z/.
 std::optional<std::string> printable_option(const Config& config, std::string_view section, std::string_view option) {
