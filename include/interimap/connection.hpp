@@ -67,7 +67,7 @@ struct ServerTraffic {
 INTERIMAP_API std::string describe(const ServerTraffic& traffic);
 
 // The completion of a command whose NO or BAD the caller may survive
-// (STYLE.md: NO/BAD returned as values where the caller has a choice).
+// (doc/design.md "Errors": a NO or BAD the caller may survive is a value).
 struct INTERIMAP_API CommandStatus {
   enum class Kind { Ok, No, Bad };
   Kind kind = Kind::Ok;

@@ -1,6 +1,6 @@
 // Error types thrown by libinterimap.
 //
-// Errors are sorted by what they abandon (STYLE.md 10): a ConfigError stops
+// Errors are sorted by what they abandon (doc/design.md "Errors"): a ConfigError stops
 // before anything is opened; a NetworkError or ProtocolError ends one
 // connection; a CommandError reports a NO or BAD for one command and leaves
 // the connection usable.  Every message names what and where.

@@ -5,7 +5,7 @@
 // since a mod-sequence, STORE, EXPUNGE, streamed FETCH of whole messages,
 // APPEND/MULTIAPPEND and SEARCH.
 //
-// Performance contract (DESIGN.md "Data flow and performance"):
+// Performance contract (doc/design.md "Data flow and performance"):
 //  - independent commands are pipelined (STORE and EXPUNGE batches, APPEND
 //    batches, FETCH chunks) within a bounded window of bytes in flight, so
 //    neither side can block the other;
@@ -15,7 +15,7 @@
 //    is complete: memory is bounded by one message plus one read buffer,
 //    never by the mailbox.
 //
-// Errors (STYLE.md 10, 11): each message names the connection, the mailbox
+// Errors (doc/design.md "Errors"): each message names the connection, the mailbox
 // and the command and quotes the server.  A NO or BAD is a CommandError
 // (the connection stays usable); a server breaking RFC 7162's contract is a
 // ProtocolError; a lost connection a NetworkError.  Calling an operation

@@ -1,6 +1,7 @@
 // The IMAP client engine under interimap::Connection: one stream, a
-// framing reader, pipelined commands (many tags in flight, STYLE.md 8) and
-// dispatch of responses by shape (STYLE.md 7).
+// framing reader, pipelined commands (many tags in flight, doc/design.md
+// "Pipelining") and dispatch of responses by shape (doc/design.md
+// "Dispatching responses").
 #pragma once
 
 #include "imap/command.hpp"

@@ -120,7 +120,7 @@ std::vector<EnvelopeAddress> to_public(const std::vector<detail::imap::Address>&
   return out;
 }
 
-// Pipelined commands with a bounded window (STYLE.md 8, 9): a command is
+// Pipelined commands with a bounded window (doc/design.md "Pipelining"): a command is
 // sent once the unanswered ones leave room for it; answers are handed to
 // `done` in sending order.  After a failure nothing more should be sent
 // (failed()), the commands in flight are still answered, and finish()
@@ -436,7 +436,7 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
 namespace {
 
 // The connection's MailboxSession; the first use makes the responses no
-// command claimed go to the selected mailbox (STYLE.md 7).
+// command claimed go to the selected mailbox (doc/design.md "Dispatching responses").
 MailboxSession& session_of(Client& client) {
   MailboxSession& session = client.mailbox_session();
   if (!session.attached) {
@@ -925,7 +925,7 @@ void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Messag
   auto op = std::make_shared<Op>();
   op->callback = &callback;
   // While this runs, whole-message literals stream into the connection's
-  // body queue instead of into the framed response (STYLE.md 6).  On the
+  // body queue instead of into the framed response (doc/design.md "Parsing responses").  On the
   // way out (an exception included) the chooser goes and the callback is
   // forgotten: the rest of an abandoned FETCH is discarded by its handler.
   client.set_sink_chooser([cs = st.conn](std::string_view line, uint64_t) -> LiteralSink* {

@@ -1,4 +1,4 @@
-// IMAP response framing and parsing (STYLE.md 6).  Grammar references are
+// IMAP response framing and parsing (doc/design.md "Parsing responses").  Grammar references are
 // to RFC 3501 section 9 unless another RFC is named.
 
 #include "imap/parser.hpp"

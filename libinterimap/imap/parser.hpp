@@ -1,4 +1,5 @@
-// IMAP response parsing in two layers without I/O (STYLE.md 6):
+// IMAP response parsing in two layers without I/O (doc/design.md
+// "Parsing responses"):
 //  - ResponseReader frames a byte stream, fed in any split, into complete
 //    responses (a line plus its literals), optionally streaming large
 //    literals to a sink;

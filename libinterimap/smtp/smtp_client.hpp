@@ -8,7 +8,7 @@
 // blocking, over a plain TCP socket (net/tcp.hpp), and every wait for a
 // reply is bounded by the RFC 5321 4.5.3.2 timeouts.
 //
-// Errors, sorted by what they abandon (STYLE.md 10):
+// Errors, sorted by what they abandon (doc/design.md "Errors"):
 //   DeliveryError   the server refused this message (a 4xx or 5xx reply to
 //                   MAIL, RCPT, DATA or the end of data); the session goes
 //                   on with the next message.
