@@ -1,7 +1,8 @@
-// Flag lists and UID lists as the sync engine compares and logs them.
+// Flag lists, UID lists and mappings as the sync engine compares and logs them.
 // Pure functions, unit-tested (tests/unit/test_sync_units.cpp).
 #pragma once
 
+#include <interimap/statedb.hpp>
 #include <interimap/uidset.hpp>
 
 #include <cstdint>
@@ -24,5 +25,9 @@ std::string flag_union(std::string_view a, std::string_view b);
 std::string compact_list(const std::vector<uint32_t>& uids);
 // The set of a list of UIDs.
 UidSet to_set(const std::vector<uint32_t>& uids);
+// The mapping of `uid` on `side` and `peer` on the other side.
+constexpr Mapping mapping_of(Side side, uint32_t uid, uint32_t peer) {
+  return side == Side::Local ? Mapping{uid, peer} : Mapping{peer, uid};
+}
 
 }  // namespace interimap::detail::sync

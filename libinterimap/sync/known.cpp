@@ -67,7 +67,7 @@ Plan plan_known_changes(const PerSide<KnownChanges>& changes, const PeerLookup& 
       // A pair vanished on both sides was forgotten with the local side.
       if (side == Side::Remote && vanished_there.contains(peer)) continue;
       if (!vanished_there.contains(peer)) plan.expunge[index(other(side))].push_back(peer);
-      const Mapping pair = side == Side::Local ? Mapping{uids[k], peer} : Mapping{peer, uids[k]};
+      const Mapping pair = mapping_of(side, uids[k], peer);
       plan.forget.push_back(pair.local);
       forgotten[0].insert(pair.local);
       forgotten[1].insert(pair.remote);

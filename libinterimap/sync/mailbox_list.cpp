@@ -9,6 +9,13 @@
 
 namespace interimap::detail::sync {
 
+namespace {
+
+// Whether --target names a side.
+bool targeted(const SyncTargets& targets, Side side) { return side == Side::Local ? targets.local : targets.remote; }
+
+}  // namespace
+
 MailboxList::MailboxList(Context& ctx) : ctx_(ctx) {
   const SyncSettings& s = ctx.settings;
   const bool listing = s.mode == SyncMode::Sync || s.mode == SyncMode::Repair;
@@ -227,7 +234,7 @@ void MailboxList::remove() {
     if (iequals(name, "INBOX")) Context::fail("", "INBOX can't be deleted");
     const auto record = ctx_.db->find_mailbox(name);
     for (Side side : kSides) {
-      const bool target = side == Side::Local ? targets.local : targets.remote;
+      const bool target = targeted(targets, side);
       const std::string wire = ctx_.names.wire(side, name);
       if (!target || !exists(side, wire)) continue;
       const auto status = ctx_.connection(side).delete_mailbox(wire);
@@ -249,7 +256,7 @@ void MailboxList::rename() {
   const std::string& from = patterns_.at(0);
   const std::string& to = patterns_.at(1);
   for (Side side : kSides) {
-    const bool target = side == Side::Local ? targets.local : targets.remote;
+    const bool target = targeted(targets, side);
     const std::string wire = names.wire(side, to);
     if (target && exists(side, wire))
       Context::fail(to_string(side), fmt::format("Mailbox {} exists. Run `interimap --target={} --delete {}` to delete.",
@@ -261,7 +268,7 @@ void MailboxList::rename() {
                                             names.pretty(*conflict), names.pretty(*conflict)));
   }
   for (Side side : kSides) {
-    const bool target = side == Side::Local ? targets.local : targets.remote;
+    const bool target = targeted(targets, side);
     const std::string wire_from = names.wire(side, from), wire_to = names.wire(side, to);
     // \NonExistent names can be renamed too (their children move).
     if (!target || info(side, wire_from) == nullptr) continue;

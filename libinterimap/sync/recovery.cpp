@@ -73,7 +73,7 @@ void recover(Context& ctx, const MailboxRecord& record, const std::vector<std::p
       if (it == sources.end() || it->second.empty()) continue;
       const uint32_t suid = it->second.back();
       it->second.pop_back();
-      maps.push_back(target == Side::Local ? Mapping{uid, suid} : Mapping{suid, uid});
+      maps.push_back(mapping_of(target, uid, suid));
     }
     if (!maps.empty()) ctx.write().add_mappings(box.idx, maps);
     recovered += maps.size();

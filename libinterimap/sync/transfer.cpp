@@ -22,7 +22,7 @@ std::vector<Mapping> confirmed(Context& ctx, const Box& box, Side source, const 
   const std::vector<uint32_t> s(suids.begin() + static_cast<ptrdiff_t>(first),
                                 suids.begin() + static_cast<ptrdiff_t>(first + tuids.size()));
   for (size_t k = 0; k < tuids.size(); ++k) {
-    const Mapping pair = source == Side::Local ? Mapping{s[k], tuids[k]} : Mapping{tuids[k], s[k]};
+    const Mapping pair = mapping_of(source, s[k], tuids[k]);
     if (ctx.debugging())
       ctx.debug("", fmt::format("Adding mapping (lUID,rUID) = ({},{}) for {}", pair.local, pair.remote,
                                 ctx.names.pretty(box.name)));
