@@ -2,6 +2,7 @@
 // (the options it knows, the values it accepts), and the logger settings.
 #include <interimap/syncsession.hpp>
 
+#include "sync/flags.hpp"
 #include "util/ascii.hpp"
 
 #include <fmt/format.h>
@@ -43,20 +44,12 @@ void check_values(const Config& config) {
   });
 }
 
+// list-select-opts: blank-separated words, upper-cased as the reference's uc().
 std::vector<std::string> upper_words(std::string_view s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t j = s.find(' ', i);
-    if (j == std::string_view::npos) j = s.size();
-    if (j > i) {
-      std::string w(s.substr(i, j - i));
-      std::transform(w.begin(), w.end(), w.begin(), [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
-      out.push_back(std::move(w));
-    }
-    i = j + 1;
-  }
-  return out;
+  std::vector<std::string> words = detail::sync::split_flags(s);
+  for (auto& w : words)
+    std::transform(w.begin(), w.end(), w.begin(), [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
+  return words;
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
-// The sync engine's pure units: mailbox names in their three forms, flag
-// strings, and the plan of known-message changes (expunges, flag updates,
-// conflicts, unmatched UIDs), each as a table.
+// The sync engine's pure units, each as a table: SyncSettings::from_config,
+// mailbox names in their three forms, flag strings, and the plan of
+// known-message changes (expunges, flag updates, conflicts, unmatched UIDs).
+#include <interimap/config.hpp>
+#include <interimap/syncsession.hpp>
+
 #include "sync/flags.hpp"
 #include "sync/known.hpp"
 #include "sync/names.hpp"
@@ -175,4 +178,62 @@ TEST_CASE("plan: flags of a message vanished on the other side are not stored") 
   REQUIRE(notes.size() == 1);
   CHECK(notes[0].kind == engine::PlanNote::Kind::ModifiedUnmatched);
   CHECK(notes[0].side == Side::Remote);
+}
+
+TEST_CASE("SyncSettings::from_config: the reference's options and refusals") {
+  using interimap::Config;
+  using interimap::ConfigError;
+  using interimap::SyncSettings;
+  const Config config = Config::parse(
+      "database = /nonexistent/state.db\n"
+      "list-mailbox = INBOX \"a b\"\n"
+      "list-select-opts = subscribed remote\n"
+      "ignore-mailbox = ^Trash\n"
+      "log-prefix = %n:\n"
+      "[local]\n"
+      "type = tunnel\n"
+      "command = /bin/true\n"
+      "list-reference = Mail/\n"
+      "[remote]\n"
+      "host = imap.example.org\n",
+      "config");
+  const SyncSettings s = SyncSettings::from_config(config);
+  CHECK(s.database == "/nonexistent/state.db");
+  CHECK(s.list_mailbox == "INBOX \"a b\"");
+  CHECK(s.list_select_opts == std::vector<std::string>{"SUBSCRIBED", "REMOTE"});
+  CHECK(s.ignore_mailbox == "^Trash");
+  CHECK(s.list_reference[0] == "Mail/");
+  CHECK(s.list_reference[1] == "");
+  CHECK(s.connections[0].name == "local");
+  CHECK(s.connections[0].type == interimap::ConnectionOptions::Type::Tunnel);
+  CHECK_FALSE(s.connections[0].compress);  // compress: NO locally, YES remotely by default
+  CHECK(s.connections[1].name == "remote");
+  CHECK(s.connections[1].host == "imap.example.org");
+  CHECK(s.connections[1].compress);
+  CHECK(s.logfile.empty());
+  CHECK(s.log_prefix.expand("local", "INBOX") == "local:");
+
+  const struct {
+    const char* text;
+    const char* error;
+  } refusals[] = {
+      {"[local]\n", "No such section remote"},
+      {"[remote]\n", "No such section local"},
+      {"frobnicate = 1\n[local]\n[remote]\n", "Invalid option frobnicate"},
+      {"[local]\nmailbox = INBOX\n[remote]\n", "Invalid option mailbox"},  // a pullimap option
+      {"logfile = relative.log\n[local]\n[remote]\n", "Invalid option logfile = relative.log"},
+      {"list-mailbox =\n[local]\n[remote]\n", "Invalid option list-mailbox = "},
+      {"list-select-opts = (x)\n[local]\n[remote]\n", "Invalid option list-select-opts = (x)"},
+      {"log-prefix = %x\n[local]\n[remote]\n", nullptr},  // a malformed log-prefix: ConfigError naming it
+  };
+  for (const auto& r : refusals) {
+    CAPTURE(r.text);
+    const Config c = Config::parse(r.text, "config");
+    try {
+      (void)SyncSettings::from_config(c);
+      FAIL("accepted");
+    } catch (const ConfigError& e) {
+      if (r.error != nullptr) CHECK(std::string(e.what()) == r.error);
+    }
+  }
 }
