@@ -3,6 +3,7 @@
 
 #include <interimap/export.hpp>
 
+#include <cstddef>
 #include <cstdio>
 #include <cstdint>
 #include <memory>
@@ -22,6 +23,8 @@ class INTERIMAP_API LogPrefix {
  public:
   // The reference's default: "%?n?%?m?%n(%m)&%n?: ?".
   static constexpr std::string_view kDefault = "%?n?%?m?%n(%m)&%n?: ?";
+  // Conditionals nest at most this deep (the default nests 2).
+  static constexpr size_t kMaxNesting = 64;
 
   // Throws ConfigError (naming the format) when it is malformed.
   explicit LogPrefix(std::string_view format = kDefault);

@@ -1,6 +1,7 @@
 #include <interimap/config.hpp>
 #include <interimap/error.hpp>
 #include "util/ascii.hpp"
+#include "util/redact.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -329,8 +330,11 @@ void Config::fail(std::string_view section, std::string_view option, std::string
   std::string text = where.empty() ? fmt::format("{}: {}: {}", origin_, option, message)
                                    : fmt::format("{}: [{}] {}: {}", origin_, where, option, message);
   if (value) {
-    // Never echo a password into logs.
-    fmt::format_to(std::back_inserter(text), " (value: {})", option == "password" ? "<redacted>" : *value);
+    // Never echo a password into logs, nor a proxy's.
+    fmt::format_to(std::back_inserter(text), " (value: {})",
+                   option == "password" ? std::string("<redacted>")
+                   : option == "proxy"  ? detail::redact_userinfo(*value)
+                                        : *value);
   }
   throw ConfigError(text);
 }

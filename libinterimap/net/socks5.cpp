@@ -1,6 +1,7 @@
 #include "net/socks5.hpp"
 
 #include "net/tcp.hpp"
+#include "util/redact.hpp"
 
 #include <interimap/error.hpp>
 
@@ -35,18 +36,6 @@ constexpr uint8_t kAtypIPv6 = 0x04;
 constexpr uint8_t kUserPassVersion = 0x01;
 
 bool is_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
-
-// The URI with the password replaced by "***", for messages.
-std::string redact(std::string_view uri) {
-  size_t scheme_end = uri.find("://");
-  if (scheme_end == std::string_view::npos) return std::string(uri);
-  size_t start = scheme_end + 3;
-  size_t at = uri.rfind('@');
-  if (at == std::string_view::npos || at < start) return std::string(uri);
-  size_t colon = uri.find(':', start);
-  if (colon == std::string_view::npos || colon > at) return std::string(uri);
-  return fmt::format("{}***{}", uri.substr(0, colon + 1), uri.substr(at));
-}
 
 // RFC 1928 6, "Replies".
 std::string reply_meaning(uint8_t rep) {
@@ -168,7 +157,7 @@ ProxySpec parse_proxy(std::string_view uri, std::string_view name) {
     return ConfigError(
         std::string(name),
         fmt::format("invalid proxy `{}` (expected socks5://[USER:PASSWORD@]HOST[:PORT] or socks5h://...)",
-                    redact(uri)));
+                    redact_userinfo(uri)));
   };
   if (std::any_of(uri.begin(), uri.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; }))
     throw invalid();
@@ -223,7 +212,7 @@ ProxySpec parse_proxy(std::string_view uri, std::string_view name) {
   // RFC 1929 2: ULEN and PLEN are one octet each.
   if (spec.username.size() > 255 || spec.password.size() > 255)
     throw ConfigError(std::string(name),
-                      fmt::format("proxy user name or password over 255 bytes in `{}`", redact(uri)));
+                      fmt::format("proxy user name or password over 255 bytes in `{}`", redact_userinfo(uri)));
   return spec;
 }
 

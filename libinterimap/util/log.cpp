@@ -143,6 +143,11 @@ class PrefixParser {
   // At "%?X?": reads the whole conditional, closing '?' included.
   PrefixCond conditional() {
     const size_t start = pos_;
+    // The parser, expand_node() and the tree's destructor recurse once per
+    // level: a bound keeps a hostile format from overflowing the stack.
+    if (depth_ == LogPrefix::kMaxNesting)
+      fail(fmt::format("conditionals nested more than {} deep", LogPrefix::kMaxNesting));
+    ++depth_;
     pos_ += 2;
     PrefixCond cond{};
     if (pos_ >= format_.size() || !variable(format_[pos_], cond.var)) {
@@ -168,11 +173,13 @@ class PrefixParser {
       fail("unterminated conditional");
     }
     ++pos_;
+    --depth_;
     return cond;
   }
 
   std::string_view format_;
   size_t pos_ = 0;
+  size_t depth_ = 0;  // conditionals open at pos_
 };
 
 void expand_node(const PrefixSeq& node, std::string_view name, std::string_view mailbox, std::string& out) {

@@ -205,6 +205,26 @@ TEST_CASE("Config::fail formats and redacts passwords") {
   CHECK(error_of<ConfigError>([&] { c.fail("remote", "port", "missing"); }) == "p.conf: [remote] port: missing");
 }
 
+TEST_CASE("A proxy's password is never echoed in a configuration error") {
+  const struct {
+    const char* proxy;
+    const char* shown;
+  } cases[] = {
+      {"socks5://user:SECRET@host:99999", "socks5://user:***@host:99999"},    // bad port
+      {"socks5h://u:SE@CRET@[::1", "socks5h://u:***@[::1"},                   // '@' in the password, bad host
+      {"user:SECRET@host", "user:***@host"},                                  // no scheme
+      {"http://user:SECRET@host", "http://user:***@host"},                    // unsupported protocol
+      {"socks5://user@host:0", "socks5://user@host:0"},                       // no password: as it is
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.proxy);
+    const std::string error =
+        error_of<ConfigError>([&] { connection(std::string("[remote]\nproxy = ") + c.proxy + "\n"); });
+    CHECK(error.find(std::string("(value: ") + c.shown + ")") != std::string::npos);
+    if (std::string_view(c.proxy).find("SECRET") != std::string_view::npos) CHECK(error.find("SECRET") == std::string::npos);
+  }
+}
+
 TEST_CASE("Config::connection: defaults") {
   ConnectionOptions o = connection("[remote]\n");
   CHECK(o.name == "remote");

@@ -158,6 +158,29 @@ std::optional<std::string> strip_timestamp(const std::string& line) {
 
 }  // namespace
 
+TEST_CASE("LogPrefix bounds the nesting of conditionals") {
+  // n conditionals, each inside the then-branch of the previous one.
+  auto nested = [](size_t n) {
+    std::string f;
+    for (size_t i = 0; i < n; ++i) f += "%?n?";
+    f += "x";
+    for (size_t i = 0; i < n; ++i) f += "?";
+    return f;
+  };
+  const size_t max = interimap::LogPrefix::kMaxNesting;
+  CHECK(interimap::LogPrefix(nested(max)).expand("local", "") == "x");
+  CHECK(interimap::LogPrefix(nested(max)).expand("", "") == "");
+  for (size_t n : {max + 1, size_t{200000}}) {
+    CAPTURE(n);
+    const std::string error = test_util::error_of<interimap::ConfigError>([&] { interimap::LogPrefix p(nested(n)); });
+    CHECK(error.find("conditionals nested more than 64 deep at offset 256") != std::string::npos);
+  }
+  // Sequential conditionals are not nested: any number of them.
+  std::string flat;
+  for (int i = 0; i < 1000; ++i) flat += "%?n?a?";
+  CHECK(interimap::LogPrefix(flat).expand("n", "").size() == 1000);
+}
+
 TEST_CASE("Logger writes reference-shaped lines to stderr") {
   Logger logger;
   std::string out = capture_stderr([&] {
