@@ -38,9 +38,16 @@ class ResponseReader {
   // streams the literal to it; nullptr keeps it in the framed response.
   using SinkChooser = std::function<LiteralSink*(std::string_view line, uint64_t size)>;
 
+  // The default bound on a response's bytes outside streamed literals.
+  // Message bodies are streamed (Mailbox's sink); what remains is at most
+  // a SEARCH or VANISHED answer, about 8 bytes a UID: 64 MiB holds one
+  // for 8 million messages.  A server sending an endless line is stopped
+  // there instead of growing the buffer to 2 GiB.
+  static constexpr size_t kDefaultMaxLine = size_t{64} << 20;
+
   // max_line bounds a response's bytes outside streamed literals; past it,
   // feed() throws ProtocolError.
-  explicit ResponseReader(size_t max_line = size_t{1} << 31) : max_line_(max_line) {}
+  explicit ResponseReader(size_t max_line = kDefaultMaxLine) : max_line_(max_line) {}
 
   void set_sink_chooser(SinkChooser chooser) { chooser_ = std::move(chooser); }
 

@@ -706,6 +706,13 @@ TEST_CASE("reader: max_line") {
                          ProtocolError);
   }
   {
+    // The default: 64 MiB, not more (an endless line from a hostile server).
+    ResponseReader r;
+    const std::string mib(size_t{1} << 20, 'x');
+    for (int i = 0; i < 64; ++i) r.feed(mib);
+    CHECK_THROWS_WITH_AS(r.feed("x"), doctest::Contains("response longer than 67108864 bytes"), ProtocolError);
+  }
+  {
     // A line without end.
     ResponseReader r(100);
     r.feed(std::string(100, 'x'));
