@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -36,6 +37,27 @@ constexpr bool has_control(std::string_view s) noexcept {
     const auto c = static_cast<unsigned char>(ch);
     return c < 0x20 || c == 0x7f;
   });
+}
+
+// s with each control character (C0, DEL) written as "\xHH": what a
+// server sent (a mailbox name, a response text) cannot end a log line,
+// forge another one or drive the terminal.
+inline std::string escape_controls(std::string_view s) {
+  if (!has_control(s)) return std::string(s);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size() + 8);
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
 }
 
 }  // namespace interimap::detail

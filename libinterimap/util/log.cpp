@@ -1,6 +1,8 @@
 #include <interimap/error.hpp>
 #include <interimap/log.hpp>
 
+#include "util/ascii.hpp"
+
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -270,7 +272,10 @@ void Logger::write(LogLevel level, std::string_view name, std::string_view mailb
   } else if (level == LogLevel::Warning) {
     tag = "WARNING: ";
   }
-  const std::string line = fmt::format("{}{}{}\n", prefix_.expand(name, mailbox), tag, message);
+  // Names, mailboxes and messages may hold what a server sent: one line
+  // each, whatever the server put in them (doc/design.md "Errors").
+  const std::string line = fmt::format("{}{}{}\n", detail::escape_controls(prefix_.expand(name, mailbox)), tag,
+                                       detail::escape_controls(message));
   if (level != LogLevel::Debug) ++lines_;
   if (file_) {
     // Log file lines are timestamped.  Debug lines go to the file only;

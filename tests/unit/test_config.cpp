@@ -339,7 +339,7 @@ TEST_CASE("Config::connection: bad values name file, section, option and value")
       {"[remote]\nproxy = http://proxy:3128\n", "test.conf: [remote] proxy: unsupported proxy protocol http (value: http://proxy:3128)"},
       {"[remote]\nproxy = proxy:1080\n", "test.conf: [remote] proxy: invalid proxy URI, expected socks5://[USER:PASSWORD@]HOST[:PORT] or socks5h://... (value: proxy:1080)"},
       {"[remote]\nproxy = socks5://\n", "test.conf: [remote] proxy: missing proxy host (value: socks5://)"},
-      {"[remote]\nproxy = socks5://u:p@\n", "test.conf: [remote] proxy: missing proxy host (value: socks5://u:p@)"},
+      {"[remote]\nproxy = socks5://u:p@\n", "test.conf: [remote] proxy: missing proxy host (value: socks5://u:***@)"},
       {"[remote]\nproxy = socks5://h:\n", "test.conf: [remote] proxy: invalid proxy port (value: socks5://h:)"},
       {"[remote]\nproxy = socks5://h:99999\n", "test.conf: [remote] proxy: invalid proxy port 99999 (value: socks5://h:99999)"},
       {"[remote]\nproxy = socks5://h:1:2\n", "test.conf: [remote] proxy: invalid proxy port 1:2 (value: socks5://h:1:2)"},

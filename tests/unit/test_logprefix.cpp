@@ -199,6 +199,19 @@ TEST_CASE("Logger writes reference-shaped lines to stderr") {
         "no name, no prefix\n");
 }
 
+TEST_CASE("Logger escapes control characters: one line per message, whatever a server sent") {
+  Logger logger;
+  std::string out = capture_stderr([&] {
+    logger.info("local", "Created mailbox a\r\nremote: ERROR: forged");
+    logger.log(LogLevel::Warning, "remote", "IN\x1b[31mBOX", "[ALERT] \x07" "bell\x7f");
+    logger.info("local", "tab\there, 8-bit \xc3\xa9 kept");
+  });
+  CHECK(out ==
+        "local: Created mailbox a\\x0d\\x0aremote: ERROR: forged\n"
+        "remote(IN\\x1b[31mBOX): WARNING: [ALERT] \\x07bell\\x7f\n"
+        "local: tab\\x09here, 8-bit \xc3\xa9 kept\n");
+}
+
 TEST_CASE("Logger quiet drops Info only; debug shows Debug") {
   Logger logger;
   logger.set_quiet(true);
