@@ -40,6 +40,9 @@ constexpr size_t kDataChunk = 64 * 1024;
 // RFC 5321 4.5.3.1.5 bounds a reply line to 512 octets; we accept far
 // longer ones but not an endless line.
 constexpr size_t kMaxReplyLine = 64 * 1024;
+// And a whole reply, however many lines it has (an EHLO reply is about a
+// dozen short lines): a server sending "250-" lines for ever is stopped.
+constexpr size_t kMaxReply = 1024 * 1024;
 
 bool is_atext(unsigned char c) {
   // RFC 5321 4.1.2 atext (RFC 5322 3.2.3): ALPHA / DIGIT / "!#$%&'*+-/=?^_`{|}~".
@@ -377,6 +380,7 @@ std::optional<std::string> Client::read_line(seconds timeout, std::string_view w
 
 Reply Client::read_reply(seconds timeout, std::string_view waiting_for) {
   Reply reply;
+  size_t reply_bytes = 0;
   while (true) {
     std::optional<std::string> line = read_line(timeout, waiting_for);
     if (!line) {
@@ -396,6 +400,10 @@ Reply Client::read_reply(seconds timeout, std::string_view waiting_for) {
     if (reply.code != 0 && code != reply.code)
       fail_protocol(fmt::format("reply code changed from {} to {} within a multiline reply (`{}`)", reply.code, code, l));
     reply.code = code;
+    reply_bytes += l.size() + 2;
+    if (reply_bytes > kMaxReply)
+      fail_protocol(fmt::format("reply longer than {} bytes ({} lines) while waiting for {}", kMaxReply,
+                                reply.lines.size() + 1, waiting_for));
     reply.lines.push_back(l.size() > 4 ? l.substr(4) : std::string());
     if (l.size() == 3 || l[3] == ' ') return reply;
   }

@@ -22,6 +22,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -244,6 +245,50 @@ class EnvelopeMailbox(unittest.TestCase):
                 r = probe("mailbox", local, domain)
                 self.assertEqual(r.rc, 0, r.describe())
                 self.assertEqual(r.out.rstrip("\n"), f"<{expected}>")
+
+
+# ---------------------------------------------------------------------------
+# A hostile SMTP server (behaviour no real server shows): scripted here.
+
+class HostileSmtp(unittest.TestCase):
+    def test_endless_multiline_reply_is_cut(self):
+        """A server answering EHLO with "250-" lines for ever: the client
+        stops at its bound on a reply (1 MiB) with a protocol error,
+        instead of growing without end (6 GiB in a minute before)."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        sent = [0]
+
+        def serve():
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"220 hostile ESMTP\r\n")
+                conn.recv(1024)  # EHLO
+                line = b"250-" + b"x" * 60 + b"\r\n"
+                deadline = time.monotonic() + 60  # bounded: 60 s, 64 MiB at most
+                try:
+                    while time.monotonic() < deadline and sent[0] < (64 << 20):
+                        conn.sendall(line * 256)
+                        sent[0] += len(line) * 256
+                except OSError:
+                    pass  # the client hung up: what we wait for
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        try:
+            paths = write_messages([tagged("h1", b"x\r\n")])
+            r = deliver(f"smtp:[127.0.0.1]:{port}", paths, "--rcpt", "bob@example.org")
+        finally:
+            t.join(70)
+            listener.close()
+        self.assertNotEqual(r.rc, 0, r.describe())
+        self.assertIn("reply longer than 1048576 bytes", r.err, r.describe())
+        self.assertIn("while waiting for the EHLO reply", r.err, r.describe())
+        # Cut near the bound, not after everything the server could send.
+        self.assertLess(sent[0], 16 << 20, r.describe())
 
 
 # ---------------------------------------------------------------------------
