@@ -495,7 +495,6 @@ class Smtp(unittest.TestCase):
         lsock.bind(("127.0.0.1", 0))
         lsock.listen(1)
         port = lsock.getsockname()[1]
-        import threading
 
         def serve():
             c, _ = lsock.accept()
