@@ -34,6 +34,9 @@ class INTERIMAP_API UidSet {
   void erase(uint32_t uid);
   // Removes every UID of other (linear in both sizes).
   void erase(const UidSet& other);
+  // The UIDs in both sets (linear in the number of ranges; nothing is
+  // expanded): how a set a server sent is clipped to what was asked.
+  UidSet intersection(const UidSet& other) const;
   bool contains(uint32_t uid) const;
   bool empty() const { return ranges_.empty(); }
   // Number of UIDs.

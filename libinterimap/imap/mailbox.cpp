@@ -815,7 +815,10 @@ Mailbox::UpdateResult Mailbox::update(const UidSet& expunge, const std::vector<F
     // UNCHANGEDSINCE test; the others were stored.
     if (status.code.kind == ResponseCode::Kind::Other && status.code.name == "MODIFIED") {
       try {
-        result.refused[index].insert(UidSet::parse(status.code.raw));
+        // Only UIDs this store named: a server's set is clipped to what was
+        // asked before anything is sized by it (1:4294967295 would
+        // otherwise become 4 billion pending changes).
+        result.refused[index].insert(UidSet::parse(status.code.raw).intersection(stores[index].uids));
       } catch (const std::invalid_argument& e) {
         throw ProtocolError(st.client->name(),
                             fmt::format("{}: UID STORE: malformed MODIFIED response code: {}", st.display, e.what()));

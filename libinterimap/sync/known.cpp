@@ -40,6 +40,30 @@ void update_side(Context& ctx, Box& box, Side side, const std::vector<uint32_t>&
   }
 }
 
+// A server's VANISHED set may name more UIDs than the database maps (a
+// hostile "VANISHED 1:4294967295" below a large clean UIDNEXT): the
+// planner expands the set to look each UID up, so past the number of
+// mappings it is first clipped to the mapped UIDs (ranges, nothing
+// expanded); the rest is one note, as unmatched UIDs are.
+void clip_vanished(Context& ctx, const Box& box, PerSide<KnownChanges>& changes, std::vector<PlanNote>& notes) {
+  std::optional<uint64_t> count;
+  for (Side side : kSides) {
+    UidSet& vanished = changes[index(side)].vanished;
+    if (vanished.empty()) continue;
+    if (!count) count = ctx.db->mapping_count(box.idx);
+    if (vanished.size() <= *count) continue;
+    UidSet mapped;
+    ctx.db->for_each_mapping(box.idx, side, UidOrder::Ascending, [&](const Mapping& m) {
+      mapped.insert(m.uid(side));
+      return true;
+    });
+    UidSet known = vanished.intersection(mapped);
+    vanished.erase(known);
+    notes.push_back({PlanNote::Kind::VanishedUnmatched, side, std::move(vanished), {}, {}, {}, {}});
+    vanished = std::move(known);
+  }
+}
+
 }  // namespace
 
 bool Plan::empty() const {
@@ -177,6 +201,7 @@ bool sync_known(Context& ctx, Box& box, const std::function<void(Side)>& then) {
     }
     changed = true;
     std::vector<PlanNote> notes;
+    clip_vanished(ctx, box, changes, notes);
     const Plan plan = plan_known_changes(changes, peers, notes);
     for (const auto& note : notes) log_note(ctx, box, note);
     apply(ctx, box, plan, first ? then : std::function<void(Side)>{});

@@ -165,6 +165,22 @@ void UidSet::erase(uint32_t uid) {
   }
 }
 
+UidSet UidSet::intersection(const UidSet& other) const {
+  UidSet out;
+  auto a = ranges_.begin();
+  auto b = other.ranges_.begin();
+  while (a != ranges_.end() && b != other.ranges_.end()) {
+    const uint32_t first = std::max(a->first, b->first);
+    const uint32_t last = std::min(a->second, b->second);
+    if (first <= last) out.ranges_.emplace_back(first, last);  // disjoint, ascending, non-adjacent
+    if (a->second < b->second)
+      ++a;
+    else
+      ++b;
+  }
+  return out;
+}
+
 void UidSet::erase(const UidSet& other) {
   if (ranges_.empty() || other.ranges_.empty()) {
     return;

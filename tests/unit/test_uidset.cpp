@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -313,6 +314,30 @@ TEST_CASE("UidSet::contains and to_vector") {
   CHECK(UidSet::parse("4294967295").to_vector() == std::vector<uint32_t>{4294967295});
 }
 
+TEST_CASE("UidSet::intersection clips a set to another without expanding it") {
+  const struct {
+    const char* a;
+    const char* b;
+    const char* expected;
+  } cases[] = {
+      {"1:10", "5:20", "5:10"},
+      {"1:3,7,9:12", "2,7:9,12:20", "2,7,9,12"},
+      {"1:4294967295", "3,5:6,4294967295", "3,5:6,4294967295"},  // a hostile server's set
+      {"1:5", "6:9", ""},
+      {"1,3,5", "2,4,6", ""},
+      {"1:100", "1:100", "1:100"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.a);
+    CAPTURE(c.b);
+    const UidSet a = UidSet::parse(c.a), b = UidSet::parse(c.b);
+    CHECK(a.intersection(b).to_string() == c.expected);
+    CHECK(b.intersection(a).to_string() == c.expected);
+  }
+  CHECK(UidSet{}.intersection(UidSet::parse("1:9")).empty());
+  CHECK(UidSet::parse("1:4294967295").intersection(UidSet::parse("1:4294967295")).size() == 4294967295u);
+}
+
 TEST_CASE("UidSet equality is by content") {
   CHECK(UidSet::parse("1,2,3") == UidSet::parse("3:1"));
   CHECK_FALSE(UidSet::parse("1,3") == UidSet::parse("1:3"));
@@ -410,6 +435,20 @@ TEST_CASE("UidSet agrees with a plain std::set under random operations") {
       }
     }
     if (!set.empty() && UidSet::parse(set.to_string()) != set) {
+      ++mismatches;
+    }
+    // intersection() against a random set, checked on the model.
+    UidSet probe;
+    std::set<uint32_t> probe_model;
+    for (uint32_t k = next(4); k > 0; --k) {
+      const uint32_t b = next(200) + 1, c = next(200) + 1;
+      probe.insert(b, c);
+      for (uint32_t u = std::min(b, c); u <= std::max(b, c); ++u) probe_model.insert(u);
+    }
+    std::vector<uint32_t> both;
+    std::set_intersection(model.begin(), model.end(), probe_model.begin(), probe_model.end(), std::back_inserter(both));
+    const UidSet common = set.intersection(probe);
+    if (common.to_vector() != both || (!common.empty() && UidSet::parse(common.to_string()) != common)) {
       ++mismatches;
     }
   }
