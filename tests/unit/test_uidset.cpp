@@ -9,6 +9,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 using interimap::UidSet;
@@ -382,6 +383,16 @@ TEST_CASE("UidSet agrees with a plain std::set under random operations") {
     state = state * 6364136223846793005ULL + 1442695040888963407ULL;
     return static_cast<uint32_t>((state >> 33) % bound);
   };
+  // A few random ranges, as a UidSet and as its model.
+  auto random_set = [&next] {
+    std::pair<UidSet, std::set<uint32_t>> out;
+    for (uint32_t k = next(4); k > 0; --k) {
+      const uint32_t b = next(200) + 1, c = next(200) + 1;
+      out.first.insert(b, c);
+      for (uint32_t u = std::min(b, c); u <= std::max(b, c); ++u) out.second.insert(u);
+    }
+    return out;
+  };
   UidSet set;
   std::set<uint32_t> model;
   size_t mismatches = 0;
@@ -390,25 +401,13 @@ TEST_CASE("UidSet agrees with a plain std::set under random operations") {
     const uint32_t a = next(200) + 1;
     if (op == 4) {
       // erase(set): a few ranges.
-      UidSet gone;
-      for (uint32_t k = next(4); k > 0; --k) {
-        const uint32_t b = next(200) + 1, c = next(200) + 1;
-        gone.insert(b, c);
-        for (uint32_t u = std::min(b, c); u <= std::max(b, c); ++u) {
-          model.erase(u);
-        }
-      }
+      const auto [gone, gone_model] = random_set();
+      for (uint32_t u : gone_model) model.erase(u);
       set.erase(gone);
     } else if (op == 5) {
       // insert(set)
-      UidSet more;
-      for (uint32_t k = next(4); k > 0; --k) {
-        const uint32_t b = next(200) + 1, c = next(200) + 1;
-        more.insert(b, c);
-        for (uint32_t u = std::min(b, c); u <= std::max(b, c); ++u) {
-          model.insert(u);
-        }
-      }
+      const auto [more, more_model] = random_set();
+      model.insert(more_model.begin(), more_model.end());
       set.insert(more);
     } else if (op == 0) {
       const uint32_t b = next(200) + 1;
@@ -438,13 +437,7 @@ TEST_CASE("UidSet agrees with a plain std::set under random operations") {
       ++mismatches;
     }
     // intersection() against a random set, checked on the model.
-    UidSet probe;
-    std::set<uint32_t> probe_model;
-    for (uint32_t k = next(4); k > 0; --k) {
-      const uint32_t b = next(200) + 1, c = next(200) + 1;
-      probe.insert(b, c);
-      for (uint32_t u = std::min(b, c); u <= std::max(b, c); ++u) probe_model.insert(u);
-    }
+    const auto [probe, probe_model] = random_set();
     std::vector<uint32_t> both;
     std::set_intersection(model.begin(), model.end(), probe_model.begin(), probe_model.end(), std::back_inserter(both));
     const UidSet common = set.intersection(probe);

@@ -229,20 +229,18 @@ class Pair:
         default.update(self.default)
         # Dovecot's own log lines go to the store's log file, not to
         # interimap's stderr (which the tests read for error messages).
-        local = self.local.section(command=f"{self.local.command} 2>>{self.local.log_path}")
-        if self.local_command:
-            local["command"] = self.local_command
-        if self.local_ref:
-            local["list-reference"] = self.local_ref
-        local.update(self.local_opts)
-        remote = self.remote.section(command=f"{self.remote.command} 2>>{self.remote.log_path}")
-        if self.remote_command:
-            remote["command"] = self.remote_command
-        if self.remote_ref:
-            remote["list-reference"] = self.remote_ref
-        remote.update(self.remote_opts)
+        sections = {}
+        for side in ("local", "remote"):
+            store = getattr(self, side)
+            section = store.section(command=f"{store.command} 2>>{store.log_path}")
+            if getattr(self, side + "_command"):
+                section["command"] = getattr(self, side + "_command")
+            if getattr(self, side + "_ref"):
+                section["list-reference"] = getattr(self, side + "_ref")
+            section.update(getattr(self, side + "_opts"))
+            sections[side] = section
         with open(self.config, "w") as f:
-            f.write(h.ini_text({"local": local, "remote": remote}, default))
+            f.write(h.ini_text(sections, default))
         return self.config
 
     def env(self):
