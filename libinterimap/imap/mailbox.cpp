@@ -210,6 +210,9 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
   std::optional<uint64_t> highestmodseq;
   bool nomodseq = false;
   uint32_t exists = 0;
+  // EXISTS grew since the server last announced UIDNEXT: only then may a
+  // message it returns have a UID at or above that UIDNEXT.
+  bool grown_since_uidnext = false;
   bool new_messages = false;
   // Messages of our own APPENDs to this selected mailbox whose EXISTS has
   // not come yet: that growth is not news (no FETCH for it).
@@ -249,6 +252,7 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
     highestmodseq.reset();
     nomodseq = false;
     exists = 0;
+    grown_since_uidnext = false;
     new_messages = false;
     own_appends = 0;
     flags.clear();
@@ -257,10 +261,29 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
     modified.clear();
   }
 
+  // UIDNEXT moves only on the server's evidence for this mailbox (doc/design.md
+  // "Bounding what a server sends"): its UIDNEXT code, an APPENDUID, or the
+  // UID of a message it returned for a UID FETCH that asked for it.  A
+  // FETCH or VANISHED it volunteers moves nothing: one bogus UID would
+  // otherwise stop all future mail.  `uid` < kMaxUid (checked by callers).
   void raise_uidnext(uint32_t uid) {
-    // The actual UIDNEXT is at least uid + 1 (the reference does the same).
-    const uint32_t next = uid == kMaxUid ? kMaxUid : uid + 1;
+    const uint32_t next = uid + 1;
     if (!uidnext || *uidnext < next) uidnext = next;
+  }
+  // A message the server returned for our UID FETCH: its UID is at most
+  // 4294967294 (UIDNEXT is a 32-bit nz-number above every UID, RFC 3501
+  // 2.3.1.1 and 9), and below the announced UIDNEXT unless the mailbox
+  // has grown since.
+  void check_message_uid(uint32_t uid) const {
+    if (uid == kMaxUid)
+      throw ProtocolError(client->name(), fmt::format("{}: the server returned a message with UID {}, above any "
+                                                      "valid UID (RFC 3501 2.3.1.1: UIDNEXT would overflow)",
+                                                      display, uid));
+    if (uidnext && uid >= *uidnext && !grown_since_uidnext)
+      throw ProtocolError(client->name(),
+                          fmt::format("{}: the server returned a message with UID {}, at or above its UIDNEXT {}, "
+                                      "although no new message was announced (RFC 3501 2.3.1.1)",
+                                      display, uid, *uidnext));
   }
   void raise_modseq(uint64_t modseq) {
     if (!highestmodseq || *highestmodseq < modseq) highestmodseq = modseq;
@@ -309,7 +332,10 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
       }
       case ResponseCode::Kind::UidNext:
         // RFC 3501 7.1: during SELECT it is the value; later only a raise.
-        if (selecting || !uidnext || *uidnext < code.number) uidnext = static_cast<uint32_t>(code.number);
+        if (selecting || !uidnext || *uidnext < code.number) {
+          uidnext = static_cast<uint32_t>(code.number);
+          grown_since_uidnext = false;
+        }
         return true;
       case ResponseCode::Kind::HighestModSeq:
         if (selecting)
@@ -334,12 +360,12 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
     }
   }
 
-  // A FETCH response: raises UIDNEXT and HIGHESTMODSEQ; a flag update
-  // (no body, no envelope) becomes a pending change.
+  // A FETCH response: raises HIGHESTMODSEQ; a flag update (no body, no
+  // envelope) becomes a pending change.  UIDNEXT is not raised here (see
+  // raise_uidnext).
   void record_fetch(const FetchData& f, bool record_change) {
     if (f.modseq) raise_modseq(*f.modseq);
     if (!f.uid) return;  // RFC 7162 3.2.4: without UID it cannot be tied to a message
-    raise_uidnext(*f.uid);
     if (!record_change || f.body || f.body_streamed || f.envelope || (!f.flags && !f.modseq)) return;
     Change c{f.modseq.value_or(0), f.flags ? std::optional(without_recent(*f.flags)) : std::nullopt};
     // Keep the latest: a higher MODSEQ wins; at the same MODSEQ, known flags
@@ -373,6 +399,7 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
         const uint32_t ours = std::min(grown, own_appends);
         own_appends -= ours;
         if (grown > ours) new_messages = true;
+        grown_since_uidnext = true;
       }
       exists = e->count;
       return true;
@@ -391,10 +418,9 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
       return true;
     }
     if (const auto* v = std::get_if<VanishedData>(&r.data)) {
-      for (const auto& [first, last] : v->uids.ranges()) {
-        vanished.insert(first, last);
-        raise_uidnext(last);
-      }
+      // Kept as sent (ranges, never expanded); the engine clips the set to
+      // the UIDs it knows (clip_vanished) and UIDNEXT does not move.
+      for (const auto& [first, last] : v->uids.ranges()) vanished.insert(first, last);
       // RFC 7162 3.2.10: VANISHED without (EARLIER) is like EXPUNGE, and
       // EXISTS need not follow.
       if (!v->earlier) exists -= static_cast<uint32_t>(std::min<uint64_t>(v->uids.size(), exists));
@@ -719,12 +745,22 @@ std::vector<std::pair<uint32_t, uint64_t>> Mailbox::fetch_sizes(const UidSet& ui
   std::vector<std::pair<uint32_t, uint64_t>> out;
   if (uids.empty()) return out;
   // The handler may outlive this call (an exception): it owns what it needs.
-  auto found = std::make_shared<std::vector<std::pair<uint32_t, uint64_t>>>();
-  auto handler = [found, wanted = uids](const Response& r) -> bool {
+  // At most one entry per UID asked for, whatever the server repeats.
+  struct Found {
+    UidSet wanted, seen;
+    std::vector<std::pair<uint32_t, uint64_t>> sizes;
+  };
+  auto found = std::make_shared<Found>();
+  found->wanted = uids;
+  auto handler = [found](const Response& r) -> bool {
     const auto* f = std::get_if<FetchData>(&r.data);
-    if (f == nullptr || !f->uid || !f->size || f->flags || f->body || f->body_streamed || !wanted.contains(*f->uid))
+    if (f == nullptr || !f->uid || !f->size || f->flags || f->body || f->body_streamed ||
+        !found->wanted.contains(*f->uid))
       return false;
-    found->emplace_back(*f->uid, *f->size);
+    if (!found->seen.contains(*f->uid)) {
+      found->seen.insert(*f->uid);
+      found->sizes.emplace_back(*f->uid, *f->size);
+    }
     return true;
   };
   Window window(client, st.conn->abandoned, kWindowBytes, kWindowCommands, [&](size_t, StatusResponse& status) {
@@ -737,10 +773,8 @@ std::vector<std::pair<uint32_t, uint64_t>> Mailbox::fetch_sizes(const UidSet& ui
     window.send(client.command("UID FETCH").raw(set).raw(items).build(), handler, 0);
   }
   window.finish();
-  out = std::move(*found);
+  out = std::move(found->sizes);
   std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first == b.first; }),
-            out.end());
   return out;
 }
 
@@ -923,9 +957,12 @@ void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Messag
   items += ')';
 
   struct Op {
+    UidSet wanted;     // what was asked for: a message outside it is ignored
+    UidSet delivered;  // what was handed over: a repeated message is ignored
     const std::function<void(Message&)>* callback = nullptr;  // null once fetch_messages returned
   };
   auto op = std::make_shared<Op>();
+  op->wanted = uids;
   op->callback = &callback;
   // While this runs, whole-message literals stream into the connection's
   // body queue instead of into the framed response (doc/design.md "Parsing responses").  On the
@@ -958,6 +995,19 @@ void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Messag
     if (!f->uid)
       throw ProtocolError(self->client->name(),
                           fmt::format("{}: UID FETCH response without UID (RFC 3501 6.4.8)", self->display));
+    // Only what was asked for, once (doc/design.md "Bounding what a server
+    // sends"): a message the server adds or repeats is not delivered again.
+    if (!op->wanted.contains(*f->uid) || op->delivered.contains(*f->uid)) {
+      Logger& log = self->client->logger();
+      if (log.debug() > 0)
+        log.log(LogLevel::Debug, self->client->name(), {},
+                fmt::format("{}: ignoring FETCH data for UID {}: {}", self->display, *f->uid,
+                            op->wanted.contains(*f->uid) ? "already received" : "not requested"));
+      return true;
+    }
+    self->check_message_uid(*f->uid);
+    self->raise_uidnext(*f->uid);
+    op->delivered.insert(*f->uid);
     Message m;
     m.uid = *f->uid;
     if (f->flags) m.flags = without_recent(*f->flags);
