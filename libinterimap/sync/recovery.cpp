@@ -86,19 +86,26 @@ void recover(Context& ctx, const MailboxRecord& record, const std::vector<std::p
                                     ctx.names.pretty(box.name)));
 }
 
-// An interrupted sync (mappings at or above the clean UIDNEXT): the pairs
-// already copied are checked on both sides, then the sync resumes past them.
+// An interrupted sync (mappings at or above the clean UIDNEXT).  The clean
+// state is still true of the messages below the clean UIDNEXTs: what
+// changed among them since (before or after the interruption) is taken
+// up first, exactly as in a normal run.  Then the pairs the interrupted
+// run copied are checked on both sides, their flags compared from scratch
+// (their changes have no clean HIGHESTMODSEQ to be measured against), and
+// the sync resumes past them.
 void resume(Context& ctx, const MailboxRecord& record) {
   ctx.notice("", "Resuming interrupted sync for " + ctx.names.pretty(record.name));
   Box box = Box::from(record);
-  // No reliable HIGHESTMODSEQ for the pairs an interrupted run left: no
-  // UNCHANGEDSINCE, and flags are compared from scratch.
-  for (Side s : kSides) box.state(s).highestmodseq = 0;
   const auto pairs = ctx.db->interrupted_mappings(record.idx);
   PerSide<UidSet> uids;
   for (const auto& p : pairs)
     for (Side s : kSides) uids[index(s)].insert(p.uid(s));
-  box.select(ctx, /*resync=*/false);
+  box.select(ctx, /*resync=*/true);
+  if (sync_known(ctx, box)) {
+    auto& db = ctx.write();
+    for (Side s : kSides) db.set_highestmodseq(box.idx, s, box.state(s).highestmodseq);
+    ctx.commit();
+  }
   PerSide<std::map<uint32_t, std::string>> present;
   ctx.both.run([&](Side s) {
     box.m(s).fetch_flags(uids[index(s)], [&](MessageFlags& f) {
@@ -131,11 +138,20 @@ void resume(Context& ctx, const MailboxRecord& record) {
   box.finish(ctx);
 }
 
-// --repair: compare every UID and flag list with the database.
+// --repair: compare every UID and flag list with the database.  The
+// SELECT resynchronizes from the clean state as a normal run does, so that
+// a copy missing on one side is told apart: expunged since the last run
+// (VANISHED: the expunge is propagated, as a normal run would) or lost
+// otherwise (copied again).  The STOREs' UNCHANGEDSINCE is the server's
+// HIGHESTMODSEQ as this pass saw it, not the database's older one.
 void repair(Context& ctx, const MailboxRecord& record) {
   Box box = Box::from(record);
   const PerSide<uint64_t> clean = {box.state(Side::Local).highestmodseq, box.state(Side::Remote).highestmodseq};
-  box.select(ctx, /*resync=*/false);
+  box.select(ctx, /*resync=*/true);
+  // What vanished since the clean state; the flag changes are read below
+  // from scratch.  Raises each clean HIGHESTMODSEQ to the server's.
+  PerSide<UidSet> vanished;
+  for (Side s : kSides) vanished[index(s)] = box.tracker[index(s)]->changes(box.m(s), box.state(s)).vanished;
   struct Seen {
     uint64_t modseq;
     std::string flags;
@@ -176,12 +192,17 @@ void repair(Context& ctx, const MailboxRecord& record) {
       ctx.log.warning("", fmt::format("Pair (lUID,rUID) = ({},{}) vanished from {}. Repairing.", p.local, p.remote,
                                       ctx.names.pretty(box.name)));
     } else {
-      // One copy disappeared: copied again from the other.
       const Side gone = has[0] ? Side::Remote : Side::Local, source = other(gone);
       plan.forget.push_back(p.local);
-      ctx.warning(gone, box.name,
-                  fmt::format("UID {} disappeared. Redownloading {} UID {}.", p.uid(gone), to_string(source), p.uid(source)));
-      missing[index(source)].push_back(p.uid(source));
+      if (vanished[index(gone)].contains(p.uid(gone))) {
+        // Expunged since the last run: so is its copy, as in a normal run.
+        plan.expunge[index(source)].push_back(p.uid(source));
+      } else {
+        // Lost some other way: copied again from the other side.
+        ctx.warning(gone, box.name, fmt::format("UID {} disappeared. Redownloading {} UID {}.", p.uid(gone),
+                                                to_string(source), p.uid(source)));
+        missing[index(source)].push_back(p.uid(source));
+      }
     }
     for (Side s : kSides)
       if (has[index(s)]) seen[index(s)].erase(it[index(s)]);
@@ -198,7 +219,8 @@ void repair(Context& ctx, const MailboxRecord& record) {
   for (Side source : kSides)
     if (!missing[index(source)].empty())
       ignore[index(other(source))].insert(transfer(ctx, box, source, to_set(missing[index(source)]), true));
-  for (Side s : kSides) box.m(s).take_changes();
+  // Pending changes stay: a STORE refused by UNCHANGEDSINCE (a change made
+  // meanwhile) is taken up by sync_known() like in a normal run.
   sync_messages(ctx, box, ignore);
   box.finish(ctx);
 }
