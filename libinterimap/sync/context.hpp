@@ -21,6 +21,8 @@
 #include <interimap/connection.hpp>
 #include <interimap/log.hpp>
 #include <interimap/statedb.hpp>
+
+#include "sync/append_journal.hpp"
 #include <interimap/syncsession.hpp>
 
 #include "sync/both_sides.hpp"
@@ -47,6 +49,8 @@ struct Context {
   MailboxNames names;
   PerSide<std::unique_ptr<Connection>> connections;
   std::unique_ptr<StateDB> db;
+  // The copies in flight, next to the database (recover()).
+  std::unique_ptr<AppendJournal> journal = std::make_unique<AppendJournal>();
   BothSides both;  // both halves of each two-sided step
 
   Connection& connection(Side side) { return *connections[index(side)]; }

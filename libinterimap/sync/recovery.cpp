@@ -1,5 +1,6 @@
 #include "sync/recovery.hpp"
 
+#include "sync/append_journal.hpp"
 #include "sync/box.hpp"
 #include "sync/flags.hpp"
 #include "sync/known.hpp"
@@ -7,7 +8,6 @@
 #include "util/ascii.hpp"
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <array>
@@ -19,10 +19,14 @@ namespace interimap::detail::sync {
 // unmapped messages of the target at or above its recorded UIDNEXT that
 // have the same body as an unmapped new message of the source are its
 // copies; map them (by body digest, in UID order) instead of copying again.
+// A copy whose source was expunged since (the append journal names the
+// source, and the source no longer has it) is expunged, as an
+// uninterrupted run would have: it is not copied back.
 void recover(Context& ctx, const MailboxRecord& record, const std::vector<std::pair<Side, uint32_t>>& pending) {
   if (!record.state) {
     ctx.write().clear_pending_appends(record.idx);
     ctx.commit();
+    ctx.journal->clear();
     return;
   }
   // Only the UIDVALIDITYs matter here (a plain SELECT, checked against
@@ -30,8 +34,10 @@ void recover(Context& ctx, const MailboxRecord& record, const std::vector<std::p
   Box box = Box::from(record);
   box.select(ctx, /*resync=*/false);
   size_t recovered = 0;
+  Plan plan;
   for (const auto& [target, target_next] : pending) {
     const Side source = other(target);
+    const std::vector<AppendJournal::Entry> journal = ctx.journal->entries(box.idx, target, target_next);
     PerSide<UidSet> range;
     range[index(target)] = UidSet::range(std::max<uint32_t>(target_next, 1), kMaxUid);
     range[index(source)] = UidSet::range(std::max<uint32_t>((*record.state)[source].uidnext, 1), kMaxUid);
@@ -50,36 +56,55 @@ void recover(Context& ctx, const MailboxRecord& record, const std::vector<std::p
       else
         range[index(s)].erase(UidSet::range(next, kMaxUid));
     }
-    if (range[0].empty() || range[1].empty()) continue;
-    using Digest = std::array<unsigned char, 32>;
+    if (range[index(target)].empty() || (range[index(source)].empty() && journal.empty())) continue;
+    // The journal's sources the source still has (those in the range are
+    // fetched below anyway).
+    UidSet journaled;
+    for (const auto& e : journal) journaled.insert(e.source_uid);
+    journaled.erase(range[index(source)]);
     PerSide<std::vector<std::pair<Digest, uint32_t>>> digests;
+    UidSet still_there;
     ctx.both.run([&](Side s) {
       box.m(s).fetch_messages(range[index(s)], [&](Message& msg) {
-        Digest d{};
-        unsigned int len = 0;
-        EVP_Digest(msg.body.data(), msg.body.size(), d.data(), &len, EVP_sha256(), nullptr);
-        digests[index(s)].emplace_back(d, msg.uid);
+        digests[index(s)].emplace_back(digest_of(msg.body), msg.uid);
       });
+      if (s == source && !journaled.empty())
+        box.m(s).fetch_flags(journaled, [&](MessageFlags& f) { still_there.insert(f.uid); });
     });
     std::map<Digest, std::vector<uint32_t>> sources;
     auto& src = digests[index(source)];
+    for (const auto& [d, uid] : src) still_there.insert(uid);
     std::sort(src.begin(), src.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
     for (const auto& [d, uid] : src) sources[d].push_back(uid);  // descending: pop_back gives the lowest
+    // Copies of messages the source no longer has, by digest.
+    std::map<Digest, size_t> gone;
+    for (const auto& e : journal)
+      if (!still_there.contains(e.source_uid)) ++gone[e.digest];
     auto& dst = digests[index(target)];
     std::sort(dst.begin(), dst.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
     std::vector<Mapping> maps;
     for (const auto& [d, uid] : dst) {
-      auto it = sources.find(d);
-      if (it == sources.end() || it->second.empty()) continue;
-      const uint32_t suid = it->second.back();
-      it->second.pop_back();
-      maps.push_back(mapping_of(target, uid, suid));
+      if (auto it = sources.find(d); it != sources.end() && !it->second.empty()) {
+        const uint32_t suid = it->second.back();
+        it->second.pop_back();
+        maps.push_back(mapping_of(target, uid, suid));
+      } else if (auto g = gone.find(d); g != gone.end() && g->second > 0) {
+        --g->second;
+        plan.expunge[index(target)].push_back(uid);
+      }
     }
     if (!maps.empty()) ctx.write().add_mappings(box.idx, maps);
     recovered += maps.size();
   }
+  for (Side s : kSides)
+    if (!plan.expunge[index(s)].empty())
+      ctx.warning(s, box.name,
+                  fmt::format("Expunging {} message(s) copied by an interrupted run whose source was expunged since",
+                              plan.expunge[index(s)].size()));
+  apply(ctx, box, plan);
   ctx.write().clear_pending_appends(box.idx);
   ctx.commit();
+  ctx.journal->clear();
   box.finish(ctx);
   if (recovered > 0)
     ctx.log.warning("", fmt::format("Recovered {} message(s) copied to {} by an interrupted run", recovered,

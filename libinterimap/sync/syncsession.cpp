@@ -57,6 +57,7 @@ void SyncSession::Impl::open() {
   StateOptions so;
   so.create_if_missing = !ctx.settings.watch;
   ctx.db = std::make_unique<StateDB>(ctx.settings.database, so);
+  ctx.journal = std::make_unique<detail::sync::AppendJournal>(ctx.settings.database + "-appends");
 
   for (Side s : kSides) {
     ConnectionOptions co = ctx.settings.connections[index(s)];

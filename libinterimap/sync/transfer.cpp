@@ -44,9 +44,21 @@ std::vector<Mapping> confirmed(Context& ctx, const Box& box, Side source, const 
 // written (the caller commits).
 bool mark_pending_append(Context& ctx, Box& box, Side target) {
   if (box.pending_append[index(target)]) return false;
-  ctx.write().set_pending_append(box.idx, target, box.m(target).uidnext().value_or(1));
+  const uint32_t next = box.m(target).uidnext().value_or(1);
+  ctx.write().set_pending_append(box.idx, target, next);
   box.pending_append[index(target)] = true;
+  box.pending_next[index(target)] = next;
   return true;
+}
+
+// Just before their APPEND: the copies' sources and digests, for recover()
+// should the source be expunged before their mappings are committed.
+void journal_batch(Context& ctx, const Box& box, Side target, const std::vector<uint32_t>& suids,
+                   const std::vector<AppendMessage>& messages) {
+  std::vector<std::string_view> bodies;
+  bodies.reserve(messages.size());
+  for (const auto& m : messages) bodies.emplace_back(m.body);
+  ctx.journal->record(box.idx, target, box.pending_next[index(target)], suids, bodies);
 }
 
 AppendMessage to_append(Message& m) {
@@ -111,6 +123,7 @@ UidSet transfer(Context& ctx, Box& box, Side source, const UidSet& uids, bool an
 
   auto append = [&ctx, &box, &dst, &added, &uncommitted, &last_commit, source](std::vector<AppendMessage> messages,
                                                                               std::vector<uint32_t> suids) {
+    journal_batch(ctx, box, other(source), suids, messages);
     dst.append(std::move(messages), [&](size_t first, const std::vector<uint32_t>& tuids) {
       const std::vector<Mapping> maps = confirmed(ctx, box, source, suids, first, tuids, added);
       // The target confirmed these messages: record them (doc/design.md
@@ -222,6 +235,7 @@ void cross_append(Context& ctx, Box& box, const PerSide<UidSet>& pick, PerSide<s
         suids.push_back(m.uid);
         messages.push_back(to_append(m));
       }
+      journal_batch(ctx, box, target, suids, messages);
       box.m(target).append(std::move(messages), [&](size_t first, const std::vector<uint32_t>& tuids) {
         const auto batch = confirmed(ctx, box, source, suids, first, tuids, added[index(target)]);
         maps[index(target)].insert(maps[index(target)].end(), batch.begin(), batch.end());
@@ -257,8 +271,10 @@ void sync_messages(Context& ctx, Box& box, PerSide<UidSet> ignore) {
   // "Reliability invariants").
   auto& db = ctx.write();
   for (Side s : kSides) db.set_state(box.idx, s, box.state(s).uidnext, box.state(s).highestmodseq);
-  if (box.pending_append[0] || box.pending_append[1]) db.clear_pending_appends(box.idx);
+  const bool pending = box.pending_append[0] || box.pending_append[1];
+  if (pending) db.clear_pending_appends(box.idx);
   ctx.commit();
+  if (pending) ctx.journal->clear();
 }
 
 }  // namespace interimap::detail::sync

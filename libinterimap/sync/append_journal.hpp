@@ -1,0 +1,58 @@
+// The copies in flight, for recover(): before a batch of APPENDs goes out,
+// one line per message (source UID, body digest) is written to a file
+// next to the database, `DATABASE-appends`.  Should the run die between
+// the server's execution of the APPEND and the commit of its mappings, and
+// the source message then be expunged, the next run finds its unrecorded
+// copy by digest and expunges it, as an uninterrupted run would have
+// (doc/design.md "Crash consistency").
+//
+// The file is written without fsync (a line costs one write(), not the
+// four fsyncs of a database commit): it survives the process's death,
+// which is what it is for, but not always the system's.  It is advisory:
+// a missing, torn or stale line only means a copy is kept (and copied
+// back) as before, never that a message is removed.  Lines carry the
+// pending-append row they belong to (mailbox, target side, the target's
+// UIDNEXT before the first APPEND); others are ignored.
+#pragma once
+
+#include <interimap/statedb.hpp>
+
+#include <array>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace interimap::detail::sync {
+
+using Digest = std::array<unsigned char, 32>;  // SHA-256 of a message body
+Digest digest_of(std::string_view body);
+
+class AppendJournal {
+ public:
+  // path "": disabled (records nothing, finds nothing).
+  explicit AppendJournal(std::string path = {});
+
+  struct Entry {
+    uint32_t source_uid = 0;
+    Digest digest{};
+  };
+
+  // Before the APPEND of `bodies` (copies of the source's `source_uids`)
+  // to `target` of mailbox `idx`, whose pending-append row says
+  // `target_next`.  Thread-safe; one write().  Throws Error when the file
+  // cannot be written (the APPEND must not go out unrecorded).
+  void record(MailboxId idx, Side target, uint32_t target_next, const std::vector<uint32_t>& source_uids,
+              const std::vector<std::string_view>& bodies);
+  // The lines of that pending-append row, in the order written.
+  std::vector<Entry> entries(MailboxId idx, Side target, uint32_t target_next) const;
+  // Once no pending-append row is left (committed): removes the file.
+  void clear();
+
+ private:
+  std::string path_;
+  mutable std::mutex mutex_;
+};
+
+}  // namespace interimap::detail::sync
