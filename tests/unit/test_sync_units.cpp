@@ -1,14 +1,21 @@
 // The sync engine's pure units, each as a table: SyncSettings::from_config,
 // mailbox names in their three forms, flag strings, and the plan of
-// known-message changes (expunges, flag updates, conflicts, unmatched UIDs).
+// known-message changes (expunges, flag updates, conflicts, unmatched UIDs),
+// and the append journal.
 #include <interimap/config.hpp>
 #include <interimap/syncsession.hpp>
 
+#include "sync/append_journal.hpp"
 #include "sync/flags.hpp"
 #include "sync/known.hpp"
 #include "sync/names.hpp"
 
 #include <doctest/doctest.h>
+
+#include "test_util.hpp"
+
+#include <filesystem>
+#include <fstream>
 
 #include <map>
 #include <optional>
@@ -236,4 +243,46 @@ TEST_CASE("SyncSettings::from_config: the reference's options and refusals") {
       if (r.error != nullptr) CHECK(std::string(e.what()) == r.error);
     }
   }
+}
+
+TEST_CASE("append journal: the lines of one pending-append row, torn and stale lines ignored") {
+  test_util::TempDir dir("iit-journal");
+  const std::string path = dir.file("state.db-appends");
+  engine::AppendJournal journal(path);
+  CHECK(journal.entries(1, Side::Local, 5).empty());  // no file yet
+  journal.record(1, Side::Local, 5, {10, 11}, {"a", "b"});
+  journal.record(1, Side::Remote, 5, {12}, {"c"});  // another side
+  journal.record(2, Side::Local, 5, {13}, {"d"});   // another mailbox
+  journal.record(1, Side::Local, 7, {14}, {"e"});   // another row (stale)
+  journal.record(1, Side::Local, 5, {15}, {"a"});
+  const auto entries = journal.entries(1, Side::Local, 5);
+  REQUIRE(entries.size() == 3);
+  CHECK(entries[0].source_uid == 10);
+  CHECK(entries[0].digest == engine::digest_of("a"));
+  CHECK(entries[1].source_uid == 11);
+  CHECK(entries[1].digest == engine::digest_of("b"));
+  CHECK(entries[2].source_uid == 15);
+  CHECK(entries[2].digest == entries[0].digest);
+  CHECK(journal.entries(1, Side::Remote, 5).size() == 1);
+  CHECK(std::filesystem::status(path).permissions() ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+  {
+    // A torn last line (the process died in the write) and garbage.
+    std::ofstream out(path, std::ios::app | std::ios::binary);
+    out << "1 0 5 16 zz\n1 0 5 17 0123";
+  }
+  CHECK(journal.entries(1, Side::Local, 5).size() == 3);
+  journal.clear();
+  CHECK(!std::filesystem::exists(path));
+  CHECK(journal.entries(1, Side::Local, 5).empty());
+  journal.clear();  // no file: nothing to do
+  engine::AppendJournal disabled;
+  disabled.record(1, Side::Local, 5, {10}, {"a"});
+  CHECK(disabled.entries(1, Side::Local, 5).empty());
+}
+
+TEST_CASE("append journal: an unwritable file is an error before the APPEND") {
+  test_util::TempDir dir("iit-journal");
+  engine::AppendJournal journal(dir.file("missing/dir/state.db-appends"));
+  CHECK_THROWS_AS(journal.record(1, Side::Local, 5, {10}, {"a"}), interimap::Error);
 }
