@@ -336,7 +336,8 @@ void Config::fail(std::string_view section, std::string_view option, std::string
                    : option == "proxy"  ? detail::redact_userinfo(*value)
                                         : *value);
   }
-  throw ConfigError(text);
+  // A NUL would cut what() short: control characters are escaped here already.
+  throw ConfigError(detail::escape_controls(text));
 }
 
 std::optional<bool> Config::get_bool(std::string_view section, std::string_view option) const {

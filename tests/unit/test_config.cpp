@@ -604,3 +604,11 @@ TEST_CASE("config_path: --config under $XDG_CONFIG_HOME/PROGRAM") {
   // config file"; pullimap refuses it before).
   CHECK(interimap::config_path("interimap", std::string()) == "/xdg/config/interimap/");
 }
+
+TEST_CASE("Config::fail: control characters are escaped, so a NUL does not cut the message") {
+  const std::string text("[sec\0tion]\nport = x\x1b[31m\n", 27);
+  const Config c = Config::parse(text, "test.conf");
+  const std::string section("sec\0tion", 8);
+  const std::string e = error_of([&] { c.fail(section, "port", "not a number"); });
+  CHECK(e == "test.conf: [sec\\x00tion] port: not a number (value: x\\x1b[31m)");
+}
