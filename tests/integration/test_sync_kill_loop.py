@@ -36,10 +36,11 @@ the test fails if any epoch failed or nothing was interrupted.
                        often); none: no interruption (a control run: the
                        model and the uninterrupted engine agree)
 
-For a long local run (>= 200 interruptions, about 5 minutes on 2 cores;
+For a long local run (>= 200 interruptions: about 1.1 per epoch, ~2 s an
+epoch, so about 7 minutes on 2 cores;
 the meson timeout is 300 s, so run the script by hand):
 
-    KILL_LOOP_EPOCHS=120 KILL_LOOP_SECONDS=0 \\
+    KILL_LOOP_EPOCHS=200 KILL_LOOP_SECONDS=0 \\
     INTERIMAP=build/tools/interimap/interimap python3 tests/integration/test_sync_kill_loop.py
 """
 
