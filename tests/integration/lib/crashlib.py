@@ -16,12 +16,22 @@ and the database maps exactly those messages).
     run_killed       SIGKILL after a delay; run_killed_at: after the stores
                      hold a number of messages
     CrashCase        the TestCase base: pair(), calibrate(), kill_loop()
+    relay_command    a side's tunnel through cutrelay.py (a cut, a freeze,
+                     a transcript)
+    transcript, server_stream  a relay's transcript, the server's bytes in it
+    run_frozen       a run whose tunnel freezes at a byte (or a line) of
+                     the server's answers, SIGKILLed there: a crash at an
+                     exact point
+    no_op, integrity  a run changed nothing; PRAGMA integrity_check
 """
 
 import os
 import random
+import re
 import signal
+import sqlite3
 import subprocess
+import sys
 import time
 import unittest
 
@@ -180,3 +190,125 @@ class CrashCase(unittest.TestCase):
                 break
         s.log(f"{label}: {', '.join(outcomes)}")
         return outcomes
+
+
+# ---------------------------------------------------------------------------
+# Crash points in bytes (cutrelay.py --down --freeze)
+
+def relay_command(p, side, n, countfile, *opts):
+    """A tunnel command for side through cutrelay.py (opts: --freeze,
+    --down, --transcript=FILE) that cuts (or freezes) after n bytes."""
+    store = p.local if side == "local" else p.remote
+    return f"{sys.executable} {RELAY} {' '.join(opts)} {n} {countfile} '{store.command} 2>>{store.log_path}'"
+
+
+def transcript(path):
+    """[(dir, offset, bytes)] of a cutrelay.py --transcript file."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    i = 0
+    while i < len(data):
+        j = data.index(b"\n", i)
+        d, off, n = data[i:j].split()
+        out.append((d.decode(), int(off), data[j + 1:j + 1 + int(n)]))
+        i = j + 1 + int(n) + 1
+    return out
+
+
+def server_stream(path):
+    """The bytes the server sent the client, as relayed."""
+    return b"".join(data for d, _, data in transcript(path) if d == "<")
+
+
+def run_frozen(p, side, label, n=-1, line=None, past=False, settle=0.3, timeout=60):
+    """Runs interimap with side's tunnel frozen (cutrelay.py --down
+    --freeze) after n bytes from the server, or at the first line from it
+    matching line (a bytes regex; past: after that line); once the relay
+    froze, waits settle seconds (the client acts on what it got, then
+    waits for an answer) and SIGKILLs interimap.  Returns the server's
+    bytes the client got (the transcript).  Fails if the run ended before
+    the freeze."""
+    base = os.path.join(p.tdir.path, f"{p.name}.{label}")
+    count, trans = base + ".count", base + ".transcript"
+    for f in (count, trans):
+        if os.path.exists(f):
+            os.unlink(f)
+    opts = ["--down", "--freeze", f"--transcript={trans}"]
+    if line is not None:
+        opts.append(f"--line='{line.decode()}'")
+        if past:
+            opts.append("--past")
+    point = f"byte {n}" if line is None else f"{'after' if past else 'before'} /{line.decode()}/"
+    p.write_config(**{f"{side}_command": relay_command(p, side, n, count, *opts)})
+    proc = p.spawn()
+    try:
+        def frozen():
+            if proc.poll() is not None:
+                raise AssertionError(f"{label}: the run ended (exit {proc.returncode}) before the "
+                                     f"{side} tunnel froze at {point}:\n"
+                                     + proc.stderr.read().decode("utf-8", "replace"))
+            try:
+                with open(count) as f:
+                    return "frozen" in f.read()
+            except FileNotFoundError:
+                return False
+
+        h.wait_until(f"{label}: the {side} tunnel frozen at {point}", frozen, timeout, interval=0.005)
+        time.sleep(settle)
+        if proc.poll() is not None:
+            raise AssertionError(f"{label}: the run ended (exit {proc.returncode}) while its {side} "
+                                 "tunnel was frozen:\n" + proc.stderr.read().decode("utf-8", "replace"))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        wait_tunnels_gone(proc.pid)
+    finally:
+        proc.stderr.close()
+        p.write_config(**{f"{side}_command": None})
+    return server_stream(trans)
+
+
+# ---------------------------------------------------------------------------
+# After a run
+
+# What a run that changes nothing may print: ours prints nothing, the
+# reference its traffic counts.
+QUIET = re.compile(r"^\S+: IMAP traffic \(bytes\): ")
+
+
+def change_lines(r):
+    """The lines of a run's stderr that report something (not the
+    reference's traffic counts)."""
+    return [line for line in r.err.splitlines() if line.strip() and not QUIET.match(line)]
+
+
+def state(p):
+    """(local snapshot, remote snapshot, database) of a pair: UIDs, flags,
+    digests; the database's mailboxes and mappings (not its UIDNEXT and
+    HIGHESTMODSEQ: a run may catch up with the MODSEQs of its
+    predecessor's own STOREs)."""
+    db = s.read_db(p.db)
+    return s.snapshot(p.local), s.snapshot(p.remote), (db["mailboxes"], {k: sorted(v) for k, v in db["mapping"].items()})
+
+
+def no_op(p, *args):
+    """Runs interimap (args) and returns a list of what it changed: its
+    report lines, and the stores or the database differing from before
+    (empty: a no-op)."""
+    before = state(p)
+    r = s.assert_ok(p.run(*args))
+    after = state(p)
+    problems = [f"reported: {line}" for line in change_lines(r)]
+    for what, b, a in zip(("the local store", "the remote store", "the database"), before, after):
+        if b != a:
+            problems.append(f"{what} changed")
+    return problems
+
+
+def integrity(p):
+    """PRAGMA integrity_check of the pair's database ('ok')."""
+    con = sqlite3.connect(f"file:{p.db}?mode=ro", uri=True)
+    try:
+        return "; ".join(row[0] for row in con.execute("PRAGMA integrity_check"))
+    finally:
+        con.close()
