@@ -4,11 +4,34 @@
 
 #include <fmt/format.h>
 
+#include <optional>
 #include <set>
+#include <utility>
 
 namespace interimap::detail::sync {
 
 namespace {
+
+// RFC 7162 3.1.3: a UID in [MODIFIED] failed the UNCHANGEDSINCE test, so
+// its MODSEQ is above it.  A server that refuses a STORE for a message it
+// did not change would have the change dropped silently (the flags
+// fetched again show nothing new): that is a protocol error, and the run
+// ends before the clean state moves past the change (the reference stops
+// on any [MODIFIED] too).
+void check_refusals(Context& ctx, Box& box, Side side, const Mailbox::UpdateResult& r, uint64_t since) {
+  UidSet refused;
+  for (const UidSet& set : r.refused) refused.insert(set);
+  if (refused.empty()) return;
+  std::optional<std::pair<uint32_t, uint64_t>> bad;
+  box.m(side).fetch_flags(refused, [&](MessageFlags& f) {
+    if (!bad && f.modseq > 0 && f.modseq <= since) bad = std::pair(f.uid, f.modseq);
+  });
+  if (bad)
+    throw ProtocolError(std::string(to_string(side)),
+                        fmt::format("{}: the server refused to store the flags of UID {} ([MODIFIED]) although its "
+                                    "MODSEQ {} is not above UNCHANGEDSINCE {} (RFC 7162 3.1.3)",
+                                    ctx.names.wire(side, box.name), bad->first, bad->second, since));
+}
 
 // UID EXPUNGEs `expunge` and replaces the flags of each list of UIDs, all
 // in one pipelined round trip, and logs what the server did.
@@ -22,6 +45,7 @@ void update_side(Context& ctx, Box& box, Side side, const std::vector<uint32_t>&
   // UIDs come back as changes.
   const auto since = box.tracker[index(side)]->unchanged_since(box.state(side));
   const Mailbox::UpdateResult r = box.m(side).update(set, stores, since);
+  if (since) check_refusals(ctx, box, side, r, *since);
   if (!expunge.empty()) {
     UidSet done = set;
     done.erase(r.not_expunged);

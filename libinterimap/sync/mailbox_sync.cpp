@@ -94,7 +94,9 @@ void sync_mailboxes(Context& ctx, MailboxList& list, const std::vector<std::stri
       }
     }
     if (repair_mode) {
-      if (record.state) todo.push_back(record);
+      // A mailbox new since the last run has nothing to repair: its first
+      // sync copies it whole, as a normal run would.
+      todo.push_back(record);
       continue;
     }
     // Step 2: only mailboxes whose UIDNEXT or HIGHESTMODSEQ moved.
@@ -117,7 +119,7 @@ void sync_mailboxes(Context& ctx, MailboxList& list, const std::vector<std::stri
   }
   for (const auto& record : todo) {
     if (ctx.settings.interrupted && ctx.settings.interrupted()) return;  // a stop signal: the rest next time
-    if (repair_mode)
+    if (repair_mode && record.state)
       repair(ctx, record);
     else
       sync_mailbox(ctx, list, record);

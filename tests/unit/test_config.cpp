@@ -367,7 +367,7 @@ TEST_CASE("Config::connection: bad values name file, section, option and value")
       {"[remote]\nSSL_protocols = TLSv1.4\n", "test.conf: [remote] SSL_protocols: unknown protocol TLSv1.4 (value: TLSv1.4)"},
       {"[remote]\nSSL_protocols = !!SSLv3\n", "test.conf: [remote] SSL_protocols: unknown protocol !!SSLv3 (value: !!SSLv3)"},
       {"[remote]\nSSL_cipherlist =\n", "test.conf: [remote] SSL_cipherlist: empty value (value: )"},
-      {"[remote]\ncommand = a\x01 b\n", "test.conf: [remote] command: control character in value (value: a\x01 b)"},
+      {"[remote]\ncommand = a\x01 b\n", "test.conf: [remote] command: control character in value (value: a\\x01 b)"},
   };
   for (const auto& k : cases) {
     CAPTURE(k.text);
@@ -606,9 +606,9 @@ TEST_CASE("config_path: --config under $XDG_CONFIG_HOME/PROGRAM") {
 }
 
 TEST_CASE("Config::fail: control characters are escaped, so a NUL does not cut the message") {
-  const std::string text("[sec\0tion]\nport = x\x1b[31m\n", 27);
+  const std::string text = std::string("[sec") + '\0' + "tion]\nport = x\x1b[31m\n";
   const Config c = Config::parse(text, "test.conf");
   const std::string section("sec\0tion", 8);
-  const std::string e = error_of([&] { c.fail(section, "port", "not a number"); });
+  const std::string e = error_of<ConfigError>([&] { c.fail(section, "port", "not a number"); });
   CHECK(e == "test.conf: [sec\\x00tion] port: not a number (value: x\\x1b[31m)");
 }
