@@ -24,15 +24,13 @@ Digest digest_of(std::string_view body) {
 
 AppendJournal::AppendJournal(std::string path) : path_(std::move(path)) {}
 
-void AppendJournal::record(MailboxId idx, Side target, uint32_t target_next, const std::vector<uint32_t>& source_uids,
-                           const std::vector<std::string_view>& bodies) {
-  if (path_.empty() || bodies.empty()) return;
+void AppendJournal::record(MailboxId idx, Side target, uint32_t target_next, const std::vector<Copy>& copies) {
+  if (path_.empty() || copies.empty()) return;
   std::string text;
-  text.reserve(bodies.size() * 96);
-  for (size_t i = 0; i < bodies.size() && i < source_uids.size(); ++i) {
-    const Digest d = digest_of(bodies[i]);
-    fmt::format_to(std::back_inserter(text), "{} {} {} {} {:02x}\n", idx, static_cast<int>(target), target_next,
-                   source_uids[i], fmt::join(d, ""));
+  text.reserve(copies.size() * 112);
+  for (const Copy& c : copies) {
+    fmt::format_to(std::back_inserter(text), "{} {} {} {} {:02x}{}{}\n", idx, static_cast<int>(target), target_next,
+                   c.source_uid, fmt::join(digest_of(c.body), ""), c.flags.empty() ? "" : " ", c.flags);
   }
   const std::lock_guard<std::mutex> lock(mutex_);
   const int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
@@ -65,12 +63,36 @@ bool number(std::string_view& line, T& out) {
 }
 
 bool digest(std::string_view hex, Digest& out) {
-  if (hex.size() != 2 * out.size()) return false;
+  if (hex.size() < 2 * out.size()) return false;
   for (size_t i = 0; i < out.size(); ++i) {
     const auto [end, ec] = std::from_chars(hex.data() + 2 * i, hex.data() + 2 * i + 2, out[i], 16);
     if (ec != std::errc() || end != hex.data() + 2 * i + 2) return false;
   }
   return true;
+}
+
+// Calls fn(target_next, entry) for each whole line of mailbox idx, side target.
+template <class Fn>
+void read_lines(const std::string& path, MailboxId idx, Side target, Fn fn) {
+  std::ifstream in(path, std::ios::binary);
+  std::string raw;
+  while (std::getline(in, raw)) {
+    if (in.eof()) break;  // no newline: a torn last line
+    std::string_view line = raw;
+    MailboxId i = 0;
+    int side = 0;
+    uint32_t next = 0;
+    AppendJournal::Entry e;
+    if (!number(line, i) || !number(line, side) || !number(line, next) || !number(line, e.source_uid) ||
+        !digest(line, e.digest))
+      continue;
+    line.remove_prefix(2 * e.digest.size());
+    if (!line.empty()) {
+      if (line.front() != ' ') continue;
+      e.flags = line.substr(1);
+    }
+    if (i == idx && side == static_cast<int>(target)) fn(next, std::move(e));
+  }
 }
 
 }  // namespace
@@ -79,20 +101,20 @@ std::vector<AppendJournal::Entry> AppendJournal::entries(MailboxId idx, Side tar
   std::vector<Entry> out;
   if (path_.empty()) return out;
   const std::lock_guard<std::mutex> lock(mutex_);
-  std::ifstream in(path_, std::ios::binary);
-  std::string raw;
-  while (std::getline(in, raw)) {
-    if (in.eof()) break;  // no newline: a torn last line
-    std::string_view line = raw;
-    MailboxId i = 0;
-    int side = 0;
-    uint32_t next = 0;
-    Entry e;
-    if (!number(line, i) || !number(line, side) || !number(line, next) || !number(line, e.source_uid) ||
-        !digest(line, e.digest))
-      continue;
-    if (i == idx && side == static_cast<int>(target) && next == target_next) out.push_back(e);
-  }
+  read_lines(path_, idx, target, [&](uint32_t next, Entry e) {
+    if (next == target_next) out.push_back(std::move(e));
+  });
+  return out;
+}
+
+std::map<uint32_t, AppendJournal::Entry> AppendJournal::latest(MailboxId idx, Side target) const {
+  std::map<uint32_t, Entry> out;
+  if (path_.empty()) return out;
+  const std::lock_guard<std::mutex> lock(mutex_);
+  read_lines(path_, idx, target, [&](uint32_t, Entry e) {
+    const uint32_t uid = e.source_uid;
+    out.insert_or_assign(uid, std::move(e));
+  });
   return out;
 }
 

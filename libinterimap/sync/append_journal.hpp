@@ -1,10 +1,12 @@
-// The copies in flight, for recover(): before a batch of APPENDs goes out,
-// one line per message (source UID, body digest) is written to a file
-// next to the database, `DATABASE-appends`.  Should the run die between
-// the server's execution of the APPEND and the commit of its mappings, and
-// the source message then be expunged, the next run finds its unrecorded
-// copy by digest and expunges it, as an uninterrupted run would have
-// (doc/design.md "Crash consistency").
+// The copies in flight, for recover() and resume(): before a batch of
+// APPENDs goes out, one line per message (source UID, body digest, the
+// flags it is appended with) is written to a file next to the database,
+// `DATABASE-appends`.  Should the run die between the server's execution
+// of the APPEND and the commit of its mappings, and the source message
+// then be expunged, the next run finds its unrecorded copy by digest and
+// expunges it, as an uninterrupted run would have; and where the two
+// copies of an interrupted pair differ, the flags it was appended with
+// tell which side changed since (doc/design.md "Crash consistency").
 //
 // The file is written without fsync (a line costs one write(), not the
 // four fsyncs of a database commit): it survives the process's death,
@@ -19,6 +21,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -34,19 +37,27 @@ class AppendJournal {
   // path "": disabled (records nothing, finds nothing).
   explicit AppendJournal(std::string path = {});
 
+  struct Copy {
+    uint32_t source_uid = 0;
+    std::string_view body;
+    std::string flags;  // flag_string() form: no blank inside a flag
+  };
   struct Entry {
     uint32_t source_uid = 0;
     Digest digest{};
+    std::string flags;
   };
 
-  // Before the APPEND of `bodies` (copies of the source's `source_uids`)
-  // to `target` of mailbox `idx`, whose pending-append row says
-  // `target_next`.  Thread-safe; one write().  Throws Error when the file
-  // cannot be written (the APPEND must not go out unrecorded).
-  void record(MailboxId idx, Side target, uint32_t target_next, const std::vector<uint32_t>& source_uids,
-              const std::vector<std::string_view>& bodies);
+  // Before the APPEND of `copies` to `target` of mailbox `idx`, whose
+  // pending-append row says `target_next`.  Thread-safe; one write().
+  // Throws Error when the file cannot be written (the APPEND must not go
+  // out unrecorded).
+  void record(MailboxId idx, Side target, uint32_t target_next, const std::vector<Copy>& copies);
   // The lines of that pending-append row, in the order written.
   std::vector<Entry> entries(MailboxId idx, Side target, uint32_t target_next) const;
+  // The last line for each source UID copied to `target` of mailbox `idx`,
+  // whatever its row.
+  std::map<uint32_t, Entry> latest(MailboxId idx, Side target) const;
   // Once no pending-append row is left (committed): removes the file.
   void clear();
 

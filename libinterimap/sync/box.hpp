@@ -30,6 +30,7 @@ struct Box {
   // An interimap_pending_append row is committed for that side as target.
   PerSide<bool> pending_append{};
   PerSide<uint32_t> pending_next{};  // that row's UIDNEXT (the journal's key)
+  bool resumed = false;              // by resume(): the append journal is done with once it ends
   // With want_sizes, select() gets (UID, RFC822.SIZE) of the messages at
   // or above the clean UIDNEXT, for cross_pick().
   bool want_sizes = false;

@@ -104,7 +104,8 @@ void recover(Context& ctx, const MailboxRecord& record, const std::vector<std::p
   apply(ctx, box, plan);
   ctx.write().clear_pending_appends(box.idx);
   ctx.commit();
-  ctx.journal->clear();
+  // The journal stays for resume() (the flags of the pairs recovered here
+  // and of those the interrupted run recorded); sync_messages() removes it.
   box.finish(ctx);
   if (recovered > 0)
     ctx.log.warning("", fmt::format("Recovered {} message(s) copied to {} by an interrupted run", recovered,
@@ -121,6 +122,10 @@ void recover(Context& ctx, const MailboxRecord& record, const std::vector<std::p
 void resume(Context& ctx, const MailboxRecord& record) {
   ctx.notice("", "Resuming interrupted sync for " + ctx.names.pretty(record.name));
   Box box = Box::from(record);
+  box.resumed = true;
+  // The flags each copy was appended with, per target side and source UID.
+  PerSide<std::map<uint32_t, AppendJournal::Entry>> appended;
+  for (Side t : kSides) appended[index(t)] = ctx.journal->latest(box.idx, t);
   const auto pairs = ctx.db->interrupted_mappings(record.idx);
   PerSide<UidSet> uids;
   for (const auto& p : pairs)
@@ -145,8 +150,23 @@ void resume(Context& ctx, const MailboxRecord& record) {
     if (l != present[0].end() && r != present[1].end()) {
       for (Side s : kSides) ignore[index(s)].insert(p.uid(s));
       if (l->second != r->second) {
-        // No reliable HIGHESTMODSEQ for these: a difference is a conflict.
-        const std::string merged = resolve_conflict(ctx, box, p, l->second, r->second);
+        // No clean HIGHESTMODSEQ for these: the side whose flags are still
+        // those the copy was appended with did not change them, so the
+        // other side's change wins, as in an uninterrupted run.  Without a
+        // journal line (or both changed), a difference is a conflict.
+        const PerSide<const std::string*> now = {&l->second, &r->second};
+        std::optional<std::string> wins;
+        for (Side t : kSides) {
+          const auto it = appended[index(t)].find(p.uid(other(t)));
+          if (it == appended[index(t)].end()) continue;
+          const std::string& was = it->second.flags;
+          if (*now[index(t)] == was)
+            wins = *now[index(other(t))];
+          else if (*now[index(other(t))] == was)
+            wins = *now[index(t)];
+          break;
+        }
+        const std::string merged = wins ? *wins : resolve_conflict(ctx, box, p, l->second, r->second);
         if (merged != l->second) plan.flags[0][merged].push_back(p.local);
         if (merged != r->second) plan.flags[1][merged].push_back(p.remote);
       }

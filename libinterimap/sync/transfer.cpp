@@ -55,10 +55,11 @@ bool mark_pending_append(Context& ctx, Box& box, Side target) {
 // should the source be expunged before their mappings are committed.
 void journal_batch(Context& ctx, const Box& box, Side target, const std::vector<uint32_t>& suids,
                    const std::vector<AppendMessage>& messages) {
-  std::vector<std::string_view> bodies;
-  bodies.reserve(messages.size());
-  for (const auto& m : messages) bodies.emplace_back(m.body);
-  ctx.journal->record(box.idx, target, box.pending_next[index(target)], suids, bodies);
+  std::vector<AppendJournal::Copy> copies;
+  copies.reserve(messages.size());
+  for (size_t i = 0; i < messages.size() && i < suids.size(); ++i)
+    copies.push_back({suids[i], messages[i].body, flag_string(messages[i].flags)});
+  ctx.journal->record(box.idx, target, box.pending_next[index(target)], copies);
 }
 
 AppendMessage to_append(Message& m) {
@@ -274,7 +275,8 @@ void sync_messages(Context& ctx, Box& box, PerSide<UidSet> ignore) {
   const bool pending = box.pending_append[0] || box.pending_append[1];
   if (pending) db.clear_pending_appends(box.idx);
   ctx.commit();
-  if (pending) ctx.journal->clear();
+  // The journal served recover() and resume(); what it names is recorded.
+  if (pending || box.resumed) ctx.journal->clear();
 }
 
 }  // namespace interimap::detail::sync

@@ -248,22 +248,32 @@ TEST_CASE("SyncSettings::from_config: the reference's options and refusals") {
 TEST_CASE("append journal: the lines of one pending-append row, torn and stale lines ignored") {
   test_util::TempDir dir("iit-journal");
   const std::string path = dir.file("state.db-appends");
+  using Copy = engine::AppendJournal::Copy;
   engine::AppendJournal journal(path);
   CHECK(journal.entries(1, Side::Local, 5).empty());  // no file yet
-  journal.record(1, Side::Local, 5, {10, 11}, {"a", "b"});
-  journal.record(1, Side::Remote, 5, {12}, {"c"});  // another side
-  journal.record(2, Side::Local, 5, {13}, {"d"});   // another mailbox
-  journal.record(1, Side::Local, 7, {14}, {"e"});   // another row (stale)
-  journal.record(1, Side::Local, 5, {15}, {"a"});
+  journal.record(1, Side::Local, 5, {Copy{10, "a", "\\Seen"}, Copy{11, "b", ""}});
+  journal.record(1, Side::Remote, 5, {Copy{12, "c", ""}});        // another side
+  journal.record(2, Side::Local, 5, {Copy{13, "d", ""}});         // another mailbox
+  journal.record(1, Side::Local, 7, {Copy{14, "e", "$x \\Flagged"}});  // another row (stale)
+  journal.record(1, Side::Local, 5, {Copy{15, "a", "\\Answered \\Seen"}});
   const auto entries = journal.entries(1, Side::Local, 5);
   REQUIRE(entries.size() == 3);
   CHECK(entries[0].source_uid == 10);
   CHECK(entries[0].digest == engine::digest_of("a"));
+  CHECK(entries[0].flags == "\\Seen");
   CHECK(entries[1].source_uid == 11);
   CHECK(entries[1].digest == engine::digest_of("b"));
+  CHECK(entries[1].flags == "");
   CHECK(entries[2].source_uid == 15);
   CHECK(entries[2].digest == entries[0].digest);
+  CHECK(entries[2].flags == "\\Answered \\Seen");
   CHECK(journal.entries(1, Side::Remote, 5).size() == 1);
+  // latest(): every row, the last line of each source UID.
+  journal.record(1, Side::Local, 9, {Copy{10, "a", "\\Deleted"}});
+  const auto latest = journal.latest(1, Side::Local);
+  REQUIRE(latest.size() == 4);  // 10, 11, 14, 15
+  CHECK(latest.at(10).flags == "\\Deleted");
+  CHECK(latest.at(14).flags == "$x \\Flagged");
   CHECK(std::filesystem::status(path).permissions() ==
         (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
   {
@@ -272,17 +282,18 @@ TEST_CASE("append journal: the lines of one pending-append row, torn and stale l
     out << "1 0 5 16 zz\n1 0 5 17 0123";
   }
   CHECK(journal.entries(1, Side::Local, 5).size() == 3);
+  CHECK(journal.latest(1, Side::Local).size() == 4);
   journal.clear();
   CHECK(!std::filesystem::exists(path));
   CHECK(journal.entries(1, Side::Local, 5).empty());
   journal.clear();  // no file: nothing to do
   engine::AppendJournal disabled;
-  disabled.record(1, Side::Local, 5, {10}, {"a"});
+  disabled.record(1, Side::Local, 5, {Copy{10, "a", ""}});
   CHECK(disabled.entries(1, Side::Local, 5).empty());
 }
 
 TEST_CASE("append journal: an unwritable file is an error before the APPEND") {
   test_util::TempDir dir("iit-journal");
   engine::AppendJournal journal(dir.file("missing/dir/state.db-appends"));
-  CHECK_THROWS_AS(journal.record(1, Side::Local, 5, {10}, {"a"}), interimap::Error);
+  CHECK_THROWS_AS(journal.record(1, Side::Local, 5, {engine::AppendJournal::Copy{10, "a", ""}}), interimap::Error);
 }
