@@ -155,6 +155,11 @@ class INTERIMAP_API Mailbox {
   static void enable_qresync(Connection& connection);
   // True once enable_qresync() succeeded on this connection.
   static bool qresync_enabled(Connection& connection);
+  // ENABLE CONDSTORE (RFC 7162 3.1.8) once per connection, for a server
+  // with CONDSTORE but no QRESYNC: SELECT then reports HIGHESTMODSEQ
+  // (3.1.2.1).  Throws ProtocolError when the server lacks ENABLE or
+  // CONDSTORE, or does not list CONDSTORE as ENABLED.
+  static void enable_condstore(Connection& connection);
 
   // SELECT (read-write) or EXAMINE (read-only) the mailbox.  With qresync,
   // ENABLE QRESYNC first if needed and send the QRESYNC parameter; the
@@ -186,7 +191,7 @@ class INTERIMAP_API Mailbox {
   // since (each only grows, except exists()).
   bool read_only() const;
   uint32_t uidvalidity() const;              // 0 before select()
-  std::optional<uint32_t> uidnext() const;   // also raised by FETCHed UIDs and APPENDUID
+  std::optional<uint32_t> uidnext() const;   // also raised by APPENDUID and the UIDs fetch_messages() got
   std::optional<uint64_t> highestmodseq() const;  // also raised by FETCHed MODSEQs
   uint32_t exists() const;
   const std::vector<std::string>& flags() const;            // FLAGS

@@ -73,6 +73,16 @@ struct SyncTargets {
   bool database = true;
 };
 
+// How one side tells what changed among the messages already synchronized
+// (`change-tracking` in [local] / [remote]):
+//  - Qresync: RFC 7162 QRESYNC, the reference's algorithm (a SELECT brings
+//    the expunges and flag changes since the last run);
+//  - Condstore: RFC 7162 CONDSTORE without QRESYNC (Gmail): flag changes
+//    from UID FETCH (CHANGEDSINCE), expunges from the message count and,
+//    when it does not add up, the UID list (UID SEARCH);
+//  - Auto (the default): Qresync where advertised, else Condstore.
+enum class ChangeTracking { Auto, Qresync, Condstore };
+
 // Everything a SyncSession needs: what the configuration file says
 // (from_config()) and what the command line asks.  Defaults are those of
 // interimap(1) 0.5.7.  Logging (log-prefix, logfile, --quiet, --debug) is
@@ -109,6 +119,8 @@ struct INTERIMAP_API SyncSettings {
   std::string database;
   // list-reference of [local] and [remote]; empty: none.
   std::array<std::string, 2> list_reference;
+  // change-tracking of [local] and [remote] (auto, qresync, condstore).
+  std::array<ChangeTracking, 2> change_tracking{};
   // list-mailbox as written (split by the session with split_list_mailbox,
   // as the reference does, only when no MAILBOX argument is given).
   // Empty: every mailbox.

@@ -179,8 +179,9 @@ constexpr std::string_view kConnectionOptions[] = {
     "host", "port", "proxy", "type", "STARTTLS", "username", "password", "auth", "command", "null-stderr",
     "compress", "SSL_protocols", "SSL_protocol_min", "SSL_protocol_max", "SSL_fingerprint", "SSL_cipherlist",
     "SSL_ciphersuites", "SSL_hostname", "SSL_verify", "SSL_CApath", "SSL_CAfile"};
-constexpr std::string_view kInterimapOptions[] = {"database",     "logfile",          "log-prefix",    "list-reference",
-                                                  "list-mailbox", "list-select-opts", "ignore-mailbox"};
+constexpr std::string_view kInterimapOptions[] = {"database",       "logfile",          "log-prefix",
+                                                  "list-reference", "list-mailbox",     "list-select-opts",
+                                                  "ignore-mailbox", "change-tracking"};
 constexpr std::string_view kPullimapOptions[] = {"statefile",    "mailbox",      "deliver-method",
                                                  "deliver-ehlo", "deliver-rcpt", "purge-after"};
 

@@ -536,6 +536,18 @@ void Mailbox::enable_qresync(Connection& connection) {
   session.qresync = true;
 }
 
+void Mailbox::enable_condstore(Connection& connection) {
+  MailboxSession& session = session_of(ConnectionInternal::client(connection));
+  if (session.qresync || session.condstore) return;  // QRESYNC implies CONDSTORE (RFC 7162 3.2.3)
+  connection.require_capability("ENABLE");
+  connection.require_capability("CONDSTORE");
+  const auto enabled = connection.enable({"CONDSTORE"});
+  if (!has_flag(enabled, "CONDSTORE"))
+    throw ProtocolError(connection.name(), fmt::format("ENABLE CONDSTORE: the server did not enable CONDSTORE (ENABLED {})",
+                                                       fmt::join(enabled, " ")));
+  session.condstore = true;
+}
+
 bool Mailbox::qresync_enabled(Connection& connection) { return session_of(ConnectionInternal::client(connection)).qresync; }
 
 void Mailbox::select(const std::optional<QresyncParams>& qresync) { open(false, qresync); }

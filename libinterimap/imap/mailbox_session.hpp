@@ -59,6 +59,7 @@ class SelectedMailbox {
 
 struct MailboxSession {
   bool qresync = false;
+  bool condstore = false;  // ENABLE CONDSTORE done (Mailbox::enable_condstore)
   // Whether the server has a mailbox selected (ours or not): the next
   // SELECT then closes it with [CLOSED] (RFC 7162 3.2.11).
   bool server_selected = false;

@@ -14,7 +14,7 @@ Box Box::from(const MailboxRecord& record) {
 
 void Box::select(Context& ctx, bool resync) {
   for (Side s : kSides) {
-    tracker[index(s)] = make_change_tracker(ctx.connection(s));
+    tracker[index(s)] = make_change_tracker(ctx.tracking[index(s)]);
     if (resync) tracker[index(s)]->prepare(*ctx.db, idx, s, clean[index(s)]);
   }
   ctx.both.run([&](Side s) {

@@ -8,6 +8,7 @@
 #include <interimap/connection.hpp>
 #include <interimap/mailbox.hpp>
 #include <interimap/statedb.hpp>
+#include <interimap/syncsession.hpp>
 
 #include <cstdint>
 #include <map>
@@ -41,10 +42,16 @@ class ChangeTracker {
   // The UNCHANGEDSINCE of STOREs over known messages (RFC 7162 3.1.3), so
   // that a change made meanwhile is not overwritten; nullopt: none.
   virtual std::optional<uint64_t> unchanged_since(const SideState& clean) const = 0;
+  // The UIDs of copies this run appended to the side (from the thread
+  // that appended them, never while changes() runs): a tracker that does
+  // not learn their MODSEQ from the server must not take them for changes.
+  virtual void appended(const std::vector<uint32_t>& /*uids*/) {}
 };
 
-// The best tracking the connection's server offers (today: QRESYNC, which
-// SyncSession::open() requires).
-std::unique_ptr<ChangeTracker> make_change_tracker(Connection& connection);
+// The tracker of a side's resolved mode (Qresync or Condstore; see
+// ChangeTracking and SyncSession::open()).
+std::unique_ptr<ChangeTracker> make_change_tracker(ChangeTracking mode);
+std::unique_ptr<ChangeTracker> make_qresync_tracker();
+std::unique_ptr<ChangeTracker> make_condstore_tracker();
 
 }  // namespace interimap::detail::sync

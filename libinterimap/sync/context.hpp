@@ -52,6 +52,8 @@ struct Context {
   // The copies in flight, next to the database (recover()).
   std::unique_ptr<AppendJournal> journal = std::make_unique<AppendJournal>();
   BothSides both;  // both halves of each two-sided step
+  // Each side's change tracking, resolved by open() (never Auto).
+  PerSide<ChangeTracking> tracking = {ChangeTracking::Qresync, ChangeTracking::Qresync};
 
   Connection& connection(Side side) { return *connections[index(side)]; }
   bool debugging() const { return log.debug() > 0; }

@@ -79,8 +79,11 @@ Connection::PendingList MailboxList::list_begin(Side side) {
       Context::fail(to_string(side), "Mailbox name contains null characters but the namespace is flat!");
     wire_patterns.push_back(ctx_.names.wire(side, p).substr(reference.size()));
   }
+  // MESSAGES only where expunges may leave UIDNEXT and HIGHESTMODSEQ as
+  // they were (CONDSTORE without QRESYNC: sync_mailboxes()).
+  const bool messages = listing && ctx_.tracking[index(side)] == ChangeTracking::Condstore;
   return ctx_.connection(side).list_begin(wire_patterns, listing ? ctx_.settings.list_select_opts : std::vector<std::string>{},
-                                          reference, /*with_status=*/listing, /*with_messages=*/false);
+                                          reference, /*with_status=*/listing, /*with_messages=*/messages);
 }
 
 bool MailboxList::list() {

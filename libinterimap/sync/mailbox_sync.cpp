@@ -107,6 +107,11 @@ void sync_mailboxes(Context& ctx, MailboxList& list, const std::vector<std::stri
       const SideState& clean = (*record.state)[s];
       dirty = info == nullptr || !info->uidnext || !info->highestmodseq || clean.uidnext == 0 ||
               clean.highestmodseq == 0 || *info->uidnext != clean.uidnext || *info->highestmodseq != clean.highestmodseq;
+      // Without QRESYNC an expunge need not move HIGHESTMODSEQ (RFC 7162
+      // asks that of QRESYNC servers only): MESSAGES must match the
+      // mapped messages too.
+      if (!dirty && ctx.tracking[index(s)] == ChangeTracking::Condstore)
+        dirty = !info->messages || *info->messages != ctx.db->mapping_count(record.idx);
     }
     if (dirty) todo.push_back(record);
   }

@@ -109,8 +109,10 @@ class QresyncTracker final : public ChangeTracker {
 
 }  // namespace
 
-std::unique_ptr<ChangeTracker> make_change_tracker(Connection& /*connection*/) {
-  return std::make_unique<QresyncTracker>();
+std::unique_ptr<ChangeTracker> make_qresync_tracker() { return std::make_unique<QresyncTracker>(); }
+
+std::unique_ptr<ChangeTracker> make_change_tracker(ChangeTracking mode) {
+  return mode == ChangeTracking::Condstore ? make_condstore_tracker() : make_qresync_tracker();
 }
 
 }  // namespace interimap::detail::sync

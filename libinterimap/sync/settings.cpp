@@ -73,6 +73,15 @@ SyncSettings SyncSettings::from_config(const Config& config) {
     s.connections[index(side)] = config.connection(section, side == Side::Remote);
     s.connections[index(side)].name = section;
     s.list_reference[index(side)] = config.get(section, "list-reference").value_or("");
+    const std::string tracking = config.get(section, "change-tracking").value_or("auto");
+    if (tracking == "auto")
+      s.change_tracking[index(side)] = ChangeTracking::Auto;
+    else if (tracking == "qresync")
+      s.change_tracking[index(side)] = ChangeTracking::Qresync;
+    else if (tracking == "condstore")
+      s.change_tracking[index(side)] = ChangeTracking::Condstore;
+    else
+      config.fail(section, "change-tracking", "expected auto, qresync or condstore");
   }
   s.list_mailbox = config.get_default("list-mailbox").value_or("");
   s.list_select_opts = upper_words(config.get_default("list-select-opts").value_or(""));

@@ -66,15 +66,37 @@ void SyncSession::Impl::open() {
     ctx.connections[index(s)] = std::make_unique<Connection>(std::move(co), ctx.log);
   }
   ctx.both.run([&](Side s) {
-    ctx.connection(s).open();
-    Mailbox::enable_qresync(ctx.connection(s));
+    Connection& c = ctx.connection(s);
+    c.open();
+    // Each side's change tracking: the best its server offers, or the one
+    // change-tracking forces (doc/design.md "Change tracking").
+    ChangeTracking mode = ctx.settings.change_tracking[index(s)];
+    if (mode == ChangeTracking::Auto)
+      mode = c.has_capability("QRESYNC") && c.has_capability("ENABLE") ? ChangeTracking::Qresync
+                                                                        : ChangeTracking::Condstore;
+    const char* name = mode == ChangeTracking::Qresync ? "qresync" : "condstore";
+    const std::vector<const char*> needs = mode == ChangeTracking::Qresync
+                                               ? std::vector<const char*>{"ENABLE", "QRESYNC"}
+                                               : std::vector<const char*>{"ENABLE", "CONDSTORE"};
+    for (const char* cap : needs)
+      if (!c.has_capability(cap))
+        Context::fail(to_string(s), fmt::format("Non {}-capable IMAP server (change-tracking {}{}).", cap, name,
+                                                ctx.settings.change_tracking[index(s)] == ChangeTracking::Auto
+                                                    ? ": the server has neither QRESYNC nor CONDSTORE"
+                                                    : ""));
+    if (mode == ChangeTracking::Qresync)
+      Mailbox::enable_qresync(c);
+    else
+      Mailbox::enable_condstore(c);
+    ctx.tracking[index(s)] = mode;
   });
   for (Side s : kSides) {
     for (const char* cap : {"LIST-EXTENDED", "UIDPLUS"})
       if (!ctx.connection(s).has_capability(cap)) Context::fail("", fmt::format("Non {}-capable IMAP server.", cap));
-    if (!ctx.settings.notify && !ctx.connection(s).has_capability("LIST-STATUS"))
-      Context::fail("", "Non LIST-STATUS-capable IMAP server.");
   }
+  for (Side s : kSides)
+    ctx.debug(to_string(s), fmt::format("Change tracking: {}",
+                                        ctx.tracking[index(s)] == ChangeTracking::Qresync ? "QRESYNC" : "CONDSTORE"));
   list.learn_delimiters();
   ctx.db->ensure_schema(ctx.names.delimiter(Side::Local), ctx.names.delimiter(Side::Remote),
                         [&](std::string_view line) { ctx.notice("", line); });

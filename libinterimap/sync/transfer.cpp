@@ -30,6 +30,7 @@ std::vector<Mapping> confirmed(Context& ctx, const Box& box, Side source, const 
     added.insert(tuids[k]);
   }
   const Side target = other(source);
+  box.tracker[index(target)]->appended(tuids);
   ctx.info(target, box.name,
            target == Side::Local
                ? fmt::format("Added {} UID(s) {} <- {}", tuids.size(), compact_list(tuids), compact_list(s))
