@@ -37,6 +37,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -289,6 +290,16 @@ class INTERIMAP_API StateDB {
   std::vector<MailboxId> mailboxes_with_pending_appends() const;
   // Forgets them (once every APPEND's mapping is recorded).  Needs a Transaction.
   void clear_pending_appends(MailboxId idx);
+
+  // ---- Flags last synchronized (our addition: table interimap_flags, which
+  // the reference ignores).  For a side without mod-sequences (interimap's
+  // change-tracking plain): the flags each mapped message had when the
+  // last run ended, in flag_string form, so that a difference tells that
+  // side changed them.
+  std::map<std::uint32_t, std::string> synced_flags(MailboxId idx, Side side) const;
+  // Needs a Transaction.
+  void set_synced_flags(MailboxId idx, Side side, std::uint32_t uid, std::string_view flags);
+  void forget_synced_flags(MailboxId idx, Side side, std::uint32_t uid);
 
  private:
   struct Impl;

@@ -80,8 +80,11 @@ struct SyncTargets {
 //  - Condstore: RFC 7162 CONDSTORE without QRESYNC (Gmail): flag changes
 //    from UID FETCH (CHANGEDSINCE), expunges from the message count and,
 //    when it does not add up, the UID list (UID SEARCH);
-//  - Auto (the default): Qresync where advertised, else Condstore.
-enum class ChangeTracking { Auto, Qresync, Condstore };
+//  - Plain: neither (Microsoft 365): the flags of every known message are
+//    read each run and compared with those recorded at the end of the last
+//    one; a missing UID was expunged;
+//  - Auto (the default): the best the server advertises.
+enum class ChangeTracking { Auto, Qresync, Condstore, Plain };
 
 // Everything a SyncSession needs: what the configuration file says
 // (from_config()) and what the command line asks.  Defaults are those of
@@ -119,7 +122,7 @@ struct INTERIMAP_API SyncSettings {
   std::string database;
   // list-reference of [local] and [remote]; empty: none.
   std::array<std::string, 2> list_reference;
-  // change-tracking of [local] and [remote] (auto, qresync, condstore).
+  // change-tracking of [local] and [remote] (auto, qresync, condstore, plain).
   std::array<ChangeTracking, 2> change_tracking{};
   // list-mailbox as written (split by the session with split_list_mailbox,
   // as the reference does, only when no MAILBOX argument is given).

@@ -90,6 +90,7 @@ std::vector<std::string> Connection::enable(const std::vector<std::string>& capa
 // commands in flight holds it too.
 struct INTERIMAP_LOCAL Connection::PendingList::State {
   bool with_status = false, list_status = false;
+  bool lsub = false;  // LSUB answers mark subscriptions (no LIST-EXTENDED)
   std::vector<std::string> status_items;
   std::vector<uint64_t> ids;
   std::vector<MailboxInfo> result;
@@ -111,7 +112,15 @@ Client::UntaggedHandler list_handler(std::shared_ptr<Connection::PendingList::St
     auto& result = st->result;
     auto& index = st->index;
     if (auto* l = std::get_if<ListData>(&r.data)) {
-      if (l->lsub) return false;
+      if (l->lsub) {
+        // Without LIST-EXTENDED, LSUB (sent after the LISTs, so answered
+        // after them) marks the listed mailboxes that are subscribed; a
+        // name not listed is not ours to add.
+        if (!st->lsub) return false;
+        if (auto it = index.find(l->mailbox); it != index.end() && !has_flag(result[it->second].flags, "\\Subscribed"))
+          result[it->second].flags.emplace_back("\\Subscribed");
+        return true;
+      }
       auto [it, fresh] = index.try_emplace(l->mailbox, result.size());
       if (fresh) result.emplace_back();
       MailboxInfo& m = result[it->second];
@@ -224,6 +233,13 @@ Connection::PendingList Connection::list_begin(const std::vector<std::string>& p
     ids.push_back(client_->send(cmd.build(), on_untagged));
   } else {
     for (const auto& p : pats) ids.push_back(client_->send(client_->command("LIST").string(reference).string(p).build(), on_untagged));
+    // RFC 3501 6.3.9: the subscriptions, which LIST RETURN (SUBSCRIBED)
+    // would have given, for a synchronization's listing.
+    if (with_status) {
+      state->lsub = true;
+      for (const auto& p : pats)
+        ids.push_back(client_->send(client_->command("LSUB").string(reference).string(p).build(), on_untagged));
+    }
   }
   PendingList pending;
   pending.state_ = std::move(state);

@@ -46,6 +46,13 @@ class ChangeTracker {
   // that appended them, never while changes() runs): a tracker that does
   // not learn their MODSEQ from the server must not take them for changes.
   virtual void appended(const std::vector<uint32_t>& /*uids*/) {}
+  // What the engine did on the side (update_side()): flags replaced, UIDs
+  // expunged.
+  virtual void stored(const UidSet& /*uids*/, const std::string& /*flags*/) {}
+  virtual void expunged(const UidSet& /*uids*/) {}
+  // In the transaction that records the side's new clean state: what the
+  // tracker keeps in the database (the plain tracker's flags).
+  virtual void save(StateDB& /*db*/, Mailbox& /*mailbox*/, MailboxId /*idx*/, Side /*side*/) {}
 };
 
 // The tracker of a side's resolved mode (Qresync or Condstore; see
@@ -53,5 +60,6 @@ class ChangeTracker {
 std::unique_ptr<ChangeTracker> make_change_tracker(ChangeTracking mode);
 std::unique_ptr<ChangeTracker> make_qresync_tracker();
 std::unique_ptr<ChangeTracker> make_condstore_tracker();
+std::unique_ptr<ChangeTracker> make_plain_tracker();
 
 }  // namespace interimap::detail::sync

@@ -49,6 +49,7 @@ void update_side(Context& ctx, Box& box, Side side, const std::vector<uint32_t>&
   if (!expunge.empty()) {
     UidSet done = set;
     done.erase(r.not_expunged);
+    box.tracker[index(side)]->expunged(done);
     if (!done.empty()) ctx.info(side, box.name, fmt::format("Removed {} UID(s) {}", done.size(), done.to_string()));
     if (!r.not_expunged.empty()) ctx.warning(side, box.name, "Couldn't UID EXPUNGE " + r.not_expunged.to_string());
   }
@@ -56,6 +57,7 @@ void update_side(Context& ctx, Box& box, Side side, const std::vector<uint32_t>&
   for (const auto& [flags, uids] : updates) {
     UidSet ok = stores[k].uids;
     ok.erase(r.refused[k]);
+    box.tracker[index(side)]->stored(ok, flags);
     if (!ok.empty()) ctx.info(side, box.name, fmt::format("Updated flags ({}) for UID {}", flags, ok.to_string()));
     if (!r.refused[k].empty())
       ctx.info(side, box.name,

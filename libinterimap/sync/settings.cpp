@@ -80,8 +80,10 @@ SyncSettings SyncSettings::from_config(const Config& config) {
       s.change_tracking[index(side)] = ChangeTracking::Qresync;
     else if (tracking == "condstore")
       s.change_tracking[index(side)] = ChangeTracking::Condstore;
+    else if (tracking == "plain")
+      s.change_tracking[index(side)] = ChangeTracking::Plain;
     else
-      config.fail(section, "change-tracking", "expected auto, qresync or condstore");
+      config.fail(section, "change-tracking", "expected auto, qresync, condstore or plain");
   }
   s.list_mailbox = config.get_default("list-mailbox").value_or("");
   s.list_select_opts = upper_words(config.get_default("list-select-opts").value_or(""));

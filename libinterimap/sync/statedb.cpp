@@ -104,6 +104,10 @@ enum class Sql : std::size_t {
   PendingAppends,
   PendingAppendMailboxes,
   ClearPendingAppends,
+  SyncedFlags,
+  SetSyncedFlags,
+  ForgetSyncedFlags,
+  DeleteSyncedFlags,
   Count
 };
 
@@ -177,6 +181,12 @@ constexpr SqlSpec kSql[] = {
     {Sql::PendingAppendMailboxes, "list mailboxes with appends in flight",
      "SELECT DISTINCT idx FROM interimap_pending_append ORDER BY idx"},
     {Sql::ClearPendingAppends, "clear appends in flight", "DELETE FROM interimap_pending_append WHERE idx = ?"},
+    {Sql::SyncedFlags, "read synchronized flags", "SELECT uid, flags FROM interimap_flags WHERE idx = ? AND side = ?"},
+    {Sql::SetSyncedFlags, "record synchronized flags",
+     "INSERT OR REPLACE INTO interimap_flags (idx, side, uid, flags) VALUES (?, ?, ?, ?)"},
+    {Sql::ForgetSyncedFlags, "forget synchronized flags",
+     "DELETE FROM interimap_flags WHERE idx = ? AND side = ? AND uid = ?"},
+    {Sql::DeleteSyncedFlags, "delete mailbox", "DELETE FROM interimap_flags WHERE idx = ?"},
 };
 
 #undef INTERIMAP_MAILBOX_COLUMNS
@@ -455,6 +465,13 @@ void StateDB::ensure_schema(std::optional<char> local_delimiter, std::optional<c
             "idx INTEGER NOT NULL, side INTEGER NOT NULL CHECK (side IN (0, 1)), "
             "UIDNEXT UNSIGNED INT NOT NULL, PRIMARY KEY (idx, side))",
             "create table interimap_pending_append");
+  // Also ours: the flags last synchronized of each mapped message of a side
+  // without mod-sequences (change-tracking plain), to tell which side
+  // changed them.  Empty for a pair that has mod-sequences on both sides.
+  impl.exec("CREATE TABLE IF NOT EXISTS interimap_flags ("
+            "idx INTEGER NOT NULL, side INTEGER NOT NULL CHECK (side IN (0, 1)), "
+            "uid UNSIGNED INT NOT NULL, flags BLOB NOT NULL, PRIMARY KEY (idx, side, uid)) WITHOUT ROWID",
+            "create table interimap_flags");
   // A no-op inside a transaction, hence after the COMMIT.
   impl.exec("PRAGMA foreign_keys = ON", "enable foreign keys");
   impl.schema_ready = true;
@@ -533,7 +550,7 @@ void StateDB::set_subscribed(MailboxId idx, bool subscribed) {
 
 bool StateDB::delete_mailbox(MailboxId idx) {
   std::int64_t deleted = 0;
-  for (Sql id : {Sql::DeleteMappings, Sql::DeleteLocal, Sql::DeleteRemote, Sql::DeleteMailbox}) {
+  for (Sql id : {Sql::DeleteSyncedFlags, Sql::DeleteMappings, Sql::DeleteLocal, Sql::DeleteRemote, Sql::DeleteMailbox}) {
     auto q = impl_->write(id);
     deleted = q.bind(1, idx).execute();
   }
@@ -725,6 +742,26 @@ std::vector<MailboxId> StateDB::mailboxes_with_pending_appends() const {
 void StateDB::clear_pending_appends(MailboxId idx) {
   auto q = impl_->write(Sql::ClearPendingAppends);
   q.bind(1, idx).execute();
+}
+
+// ---- Flags last synchronized
+
+std::map<std::uint32_t, std::string> StateDB::synced_flags(MailboxId idx, Side side) const {
+  std::map<std::uint32_t, std::string> out;
+  auto q = impl_->query(Sql::SyncedFlags);
+  q.bind(1, idx).bind(2, static_cast<std::int64_t>(index(side)));
+  while (q.step()) out.emplace(q.column_u32(0), q.column_blob(1));
+  return out;
+}
+
+void StateDB::set_synced_flags(MailboxId idx, Side side, std::uint32_t uid, std::string_view flags) {
+  auto q = impl_->write(Sql::SetSyncedFlags);
+  q.bind(1, idx).bind(2, static_cast<std::int64_t>(index(side))).bind(3, uid).bind_blob(4, flags).execute();
+}
+
+void StateDB::forget_synced_flags(MailboxId idx, Side side, std::uint32_t uid) {
+  auto q = impl_->write(Sql::ForgetSyncedFlags);
+  q.bind(1, idx).bind(2, static_cast<std::int64_t>(index(side))).bind(3, uid).execute();
 }
 
 }  // namespace interimap

@@ -71,32 +71,33 @@ void SyncSession::Impl::open() {
     // Each side's change tracking: the best its server offers, or the one
     // change-tracking forces (doc/design.md "Change tracking").
     ChangeTracking mode = ctx.settings.change_tracking[index(s)];
+    const bool enable = c.has_capability("ENABLE");
     if (mode == ChangeTracking::Auto)
-      mode = c.has_capability("QRESYNC") && c.has_capability("ENABLE") ? ChangeTracking::Qresync
-                                                                        : ChangeTracking::Condstore;
-    const char* name = mode == ChangeTracking::Qresync ? "qresync" : "condstore";
-    const std::vector<const char*> needs = mode == ChangeTracking::Qresync
-                                               ? std::vector<const char*>{"ENABLE", "QRESYNC"}
-                                               : std::vector<const char*>{"ENABLE", "CONDSTORE"};
+      mode = enable && c.has_capability("QRESYNC")     ? ChangeTracking::Qresync
+             : enable && c.has_capability("CONDSTORE") ? ChangeTracking::Condstore
+                                                       : ChangeTracking::Plain;
+    const char* name = mode == ChangeTracking::Qresync     ? "qresync"
+                       : mode == ChangeTracking::Condstore ? "condstore"
+                                                           : "plain";
+    std::vector<const char*> needs = {"UIDPLUS"};
+    if (mode == ChangeTracking::Qresync) needs = {"UIDPLUS", "ENABLE", "QRESYNC"};
+    if (mode == ChangeTracking::Condstore) needs = {"UIDPLUS", "ENABLE", "CONDSTORE"};
     for (const char* cap : needs)
       if (!c.has_capability(cap))
-        Context::fail(to_string(s), fmt::format("Non {}-capable IMAP server (change-tracking {}{}).", cap, name,
-                                                ctx.settings.change_tracking[index(s)] == ChangeTracking::Auto
-                                                    ? ": the server has neither QRESYNC nor CONDSTORE"
-                                                    : ""));
+        Context::fail(to_string(s), fmt::format("Non {}-capable IMAP server (change-tracking {}).", cap, name));
     if (mode == ChangeTracking::Qresync)
       Mailbox::enable_qresync(c);
-    else
+    else if (mode == ChangeTracking::Condstore)
       Mailbox::enable_condstore(c);
     ctx.tracking[index(s)] = mode;
   });
-  for (Side s : kSides) {
-    for (const char* cap : {"LIST-EXTENDED", "UIDPLUS"})
-      if (!ctx.connection(s).has_capability(cap)) Context::fail("", fmt::format("Non {}-capable IMAP server.", cap));
-  }
+  // Without LIST-EXTENDED the subscriptions come from LSUB, and without
+  // LIST-STATUS one STATUS per mailbox is pipelined (Connection::list).
   for (Side s : kSides)
     ctx.debug(to_string(s), fmt::format("Change tracking: {}",
-                                        ctx.tracking[index(s)] == ChangeTracking::Qresync ? "QRESYNC" : "CONDSTORE"));
+                                        ctx.tracking[index(s)] == ChangeTracking::Qresync     ? "QRESYNC"
+                                        : ctx.tracking[index(s)] == ChangeTracking::Condstore ? "CONDSTORE"
+                                                                                              : "plain"));
   list.learn_delimiters();
   ctx.db->ensure_schema(ctx.names.delimiter(Side::Local), ctx.names.delimiter(Side::Remote),
                         [&](std::string_view line) { ctx.notice("", line); });

@@ -272,6 +272,7 @@ void sync_messages(Context& ctx, Box& box, PerSide<UidSet> ignore) {
   // Every change below these has been propagated (doc/design.md
   // "Reliability invariants").
   auto& db = ctx.write();
+  for (Side s : kSides) box.tracker[index(s)]->save(db, box.m(s), box.idx, s);
   for (Side s : kSides) db.set_state(box.idx, s, box.state(s).uidnext, box.state(s).highestmodseq);
   const bool pending = box.pending_append[0] || box.pending_append[1];
   if (pending) db.clear_pending_appends(box.idx);
