@@ -100,7 +100,7 @@ class Switch(unittest.TestCase):
             for sd, g in p.gates.items():
                 tl.assert_cheap_noop(g, marks[sd], "plain" if modes[sd] == "plain" and not tl.SANITY else
                                      "condstore" if modes[sd] == "condstore" and not tl.SANITY else "qresync",
-                                     len(m.boxes))
+                                     max(len(m.boxes), len(s.db_names(p))))
             s.log(f"{what}: converged")
 
     def changes(self, m, i):

@@ -241,10 +241,13 @@ class Scenarios:
         return p
 
     def sync(self, p, what):
+        marks = {side: g.mark() for side, g in p.gates.items()}
         r = p.run()
         p.assert_gates_clean(f"during {what}")
         if r.rc != 0:
             raise AssertionError(f"{what}: interimap failed\n" + r.describe())
+        for side, g in p.gates.items():  # the gate really is in the tunnel
+            self.assertTrue(g.commands(marks[side]), f"{what}: no command went through the {side} gate")
         return r
 
     def noop(self, p, model, what="a no-op run"):
@@ -252,8 +255,9 @@ class Scenarios:
         problems = cl.no_op(p)
         p.assert_gates_clean(f"during {what}")
         self.assertEqual(problems, [], f"{what} changed something")
-        n = len(model.boxes)
+        n = max(len(model.boxes), len(s.db_names(p)))  # parents (a of a/b) may be mailboxes too
         for side, g in p.gates.items():
+            self.assertTrue(g.commands(marks[side]), f"{what}: no command went through the {side} gate")
             assert_cheap_noop(g, marks[side], mode_of(self.LOCAL_CAPS if side == "local" else self.REMOTE_CAPS), n)
 
     def test_first_copy_and_noop(self):
