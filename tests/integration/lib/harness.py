@@ -8,7 +8,9 @@ keep the directories for a post-mortem.
 
     TestDir        a temporary directory, removed at exit
     TunnelStore    a Dovecot store reached as a pre-authenticated tunnel
-                   (no daemon): `command` for a `type = tunnel` section
+                   (no daemon): `command` for a `type = tunnel` section;
+                   capabilities=GMAIL_LIKE or M365_LIKE (or any list)
+                   advertises a provider's list instead of Dovecot's
     DovecotDaemon  a Dovecot master with IMAP (plain + STARTTLS), IMAPS,
                    optionally LMTP, a self-signed certificate and a
                    passwd-file user database
@@ -624,18 +626,44 @@ def _parse_fetch(data):
     return result
 
 
+# Capability lists for TunnelStore(capabilities=...): what a provider
+# advertises once logged in (AUTH= mechanisms left out: a tunnel is
+# PREAUTH).  Dovecot advertises exactly the list (imap_capability) but
+# still accepts every extension it implements: put lib/capgate.py in the
+# tunnel to fail a client that uses one that was not advertised.
+#
+# Gmail (imap.gmail.com, as published by clients' protocol logs): CONDSTORE
+# without QRESYNC, LITERAL- (not LITERAL+), no MULTIAPPEND; X-GM-EXT-1 and
+# XLIST are advertised but Dovecot implements neither (a client must not use
+# them here).
+GMAIL_LIKE = ("IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1 UIDPLUS COMPRESS=DEFLATE "
+              "ENABLE MOVE CONDSTORE ESEARCH UTF8=ACCEPT LIST-EXTENDED LIST-STATUS LITERAL- SPECIAL-USE "
+              "APPENDLIMIT=35651584")
+# Microsoft 365 / Outlook.com (outlook.office365.com): no ENABLE, CONDSTORE,
+# QRESYNC, LIST-EXTENDED, LIST-STATUS, ESEARCH, COMPRESS, MULTIAPPEND;
+# UIDPLUS and MOVE present.
+M365_LIKE = "IMAP4 IMAP4rev1 SASL-IR UIDPLUS MOVE ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+"
+
+
 class TunnelStore(ImapInspector):
     """A throwaway Dovecot store without a daemon, reached as a
     pre-authenticated tunnel (`* PREAUTH`), as the reference's tests do.
 
     fmt: maildir | mdbox | sdbox; separator: '/' or '.'; literal_minus:
     advertise LITERAL- instead of LITERAL+; compress: load imap_zlib
-    (COMPRESS=DEFLATE) in the imap binary form.  As root, the store belongs
-    to service_user() and the command runs through setpriv."""
+    (COMPRESS=DEFLATE) in the imap binary form.  capabilities: a
+    space-separated list (e.g. GMAIL_LIKE, M365_LIKE) advertised instead of
+    Dovecot's own (imap_capability; LITERAL- in it sets literal_minus);
+    advertised() reads what the store really advertises.  As root, the
+    store belongs to service_user() and the command runs through setpriv."""
 
     def __init__(self, tdir, name="store", fmt="maildir", separator="/", literal_minus=False,
-                 compress=True, extra_conf=""):
+                 compress=True, extra_conf="", capabilities=None):
         self.name = name
+        self.capabilities = capabilities.split() if capabilities else None
+        if self.capabilities is not None:
+            literal_minus = "LITERAL-" in self.capabilities
+            extra_conf = f"imap_capability = {' '.join(self.capabilities)}\n" + extra_conf
         self.root = tdir.sub(name)
         self.conf = os.path.join(self.root, "dovecot.conf")
         self.mail = os.path.join(self.root, "mail")
@@ -685,6 +713,17 @@ class TunnelStore(ImapInspector):
     def _connect(self):
         # imaplib runs the command through the shell; keep the store's log apart.
         return imaplib.IMAP4_stream(f"{self.command} 2>>{self.log_path}")
+
+    def advertised(self):
+        """(the greeting's [CAPABILITY ...], the CAPABILITY command's) as
+        lists, read from a raw session with the store."""
+        r = subprocess.run(["/bin/sh", "-c", f"{self.command} 2>>{self.log_path}"],
+                           input=b"a CAPABILITY\r\nb LOGOUT\r\n", capture_output=True, timeout=30)
+        greeting = re.search(rb"^\* (?:PREAUTH|OK) \[CAPABILITY ([^\]]*)\]", r.stdout, re.M)
+        command = re.search(rb"^\* CAPABILITY ([^\r\n]*)", r.stdout, re.M)
+        if greeting is None or command is None:
+            raise HarnessError(f"{self.name}: no capability list in {r.stdout[:500]!r}")
+        return greeting.group(1).decode().split(), command.group(1).decode().split()
 
     def read_log(self):
         try:

@@ -11,6 +11,8 @@ interimap 0.5.7-compatible binary works, e.g.
     snapshot       every message of a store (one h.Imap connection)
     message, msgs  distinct messages (h.make_message) to seed with
     read_db        the SQLite state (mailboxes, local, remote, mapping)
+    Gate           capgate.py in a side's tunnel (Pair.gate(side)): the
+                   violations it recorded, the commands each run sent
 
 The stores are read through imaplib and the database through sqlite3,
 never through interimap's output.
@@ -199,15 +201,16 @@ class Pair:
 
     def __init__(self, tdir, name=None, local=None, remote=None, local_sep="/", remote_sep="/",
                  default=None, local_opts=None, remote_opts=None, local_ref="", remote_ref="",
-                 fmt="maildir", remote_command=None, local_command=None):
+                 fmt="maildir", remote_command=None, local_command=None, local_caps=None, remote_caps=None):
         _pair_counter[0] += 1
         # unique within the test directory (subtests reuse a name)
         self.name = f"{name or 'pair'}{_pair_counter[0]}"
         self.tdir = tdir
         self.local = local or h.TunnelStore(tdir, f"{self.name}-local", fmt=fmt, separator=local_sep,
-                                            extra_conf=FAST)
+                                            extra_conf=FAST, capabilities=local_caps)
         self.remote = remote or h.TunnelStore(tdir, f"{self.name}-remote", fmt=fmt, separator=remote_sep,
-                                              extra_conf=FAST)
+                                              extra_conf=FAST, capabilities=remote_caps)
+        self.gates = {}
         self.local_ref, self.remote_ref = local_ref, remote_ref
         self.db = os.path.join(tdir.path, f"{self.name}.db")
         self.config = os.path.join(tdir.path, f"{self.name}.ini")
@@ -242,6 +245,21 @@ class Pair:
         with open(self.config, "w") as f:
             f.write(h.ini_text(sections, default))
         return self.config
+
+    def gate(self, side, forbid=()):
+        """Puts capgate.py in side's tunnel (or changes what it forbids);
+        returns the Gate."""
+        g = self.gates.get(side)
+        if g is None:
+            g = self.gates[side] = Gate(self, side)
+        g.forbid = tuple(forbid)
+        self.write_config(**{f"{side}_command": g.command()})
+        return g
+
+    def assert_gates_clean(self, when=""):
+        """Fails if a gate recorded a violation (since the pair's start)."""
+        for g in self.gates.values():
+            g.assert_clean(when)
 
     def env(self):
         return {"XDG_DATA_HOME": os.path.join(self.xdg, "data"),
@@ -372,6 +390,77 @@ class Pair:
         if problems:
             raise AssertionError(f"[{self.name}] not converged:\n  " + "\n  ".join(problems))
         return lsnap, rsnap, db
+
+
+# ---------------------------------------------------------------------------
+# The capability gate (lib/capgate.py)
+
+CAPGATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "capgate.py")
+
+
+class Gate:
+    """capgate.py between interimap and one side's store: every command
+    using an extension the store did not advertise (or one in forbid: a
+    forced mode) is a violation, appended to `violations_path`; every
+    command is logged to `log_path` (made by Pair.gate(side))."""
+
+    def __init__(self, pair, side):
+        self.pair, self.side, self.forbid = pair, side, ()
+        self.store = pair.local if side == "local" else pair.remote
+        base = os.path.join(pair.tdir.path, f"{pair.name}-{side}-gate")
+        self.violations_path, self.log_path = base + ".violations", base + ".log"
+        for path in (self.violations_path, self.log_path):
+            open(path, "w").close()
+            os.chmod(path, 0o666)
+
+    def command(self):
+        forbid = f" --forbid={','.join(self.forbid)}" if self.forbid else ""
+        return (f"{sys.executable} {CAPGATE} --log={self.log_path}{forbid} {self.violations_path} "
+                f"'{self.store.command} 2>>{self.store.log_path}'")
+
+    def violations(self):
+        with open(self.violations_path, errors="replace") as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+
+    def assert_clean(self, when=""):
+        v = self.violations()
+        if v:
+            raise AssertionError(f"[{self.pair.name}] the {self.side} gate recorded {len(v)} violation(s)"
+                                 f"{' ' + when if when else ''}:\n  " + "\n  ".join(v[:20]))
+
+    def mark(self):
+        """A point in the log: commands(mark) gives what was sent since."""
+        return os.path.getsize(self.log_path)
+
+    def commands(self, since=0):
+        """[(verb, command text without its tag)] logged since a mark;
+        verb: the command name, with UID (e.g. 'UID FETCH')."""
+        with open(self.log_path, "rb") as f:
+            f.seek(since)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        out = []
+        for line in lines:
+            if not line.startswith("C "):
+                continue
+            words = line.split(" ", 3)  # C pid tag command
+            cmd = words[3] if len(words) > 3 else ""
+            parts = cmd.split(" ")
+            verb = parts[0].upper()
+            if verb == "UID" and len(parts) > 1:
+                verb = "UID " + parts[1].upper()
+            out.append((verb, cmd))
+        return out
+
+    def connections(self, since=0):
+        """[{'up': bytes, 'down': bytes, 'commands': n}] of the connections that ended since a mark."""
+        with open(self.log_path, "rb") as f:
+            f.seek(since)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        out = []
+        for line in lines:
+            if line.startswith("# end "):
+                out.append({k: int(v) for k, v in (w.split("=") for w in line.split()[3:])})
+        return out
 
 
 def _describe(msgs):
