@@ -112,6 +112,11 @@ class INTERIMAP_API Connection {
   bool has_capability(std::string_view capability) const;
   // Throws ProtocolError "NAME: server lacks required capability CAP" when missing.
   void require_capability(std::string_view capability) const;
+  // From now on, has_capability() says no to these even when advertised,
+  // and the library does not use them (interimap's change-tracking for a
+  // server that implements an extension badly).  capabilities() still
+  // lists what the server announced.
+  void ignore_capabilities(const std::vector<std::string>& capabilities);
   // True once COMPRESS=DEFLATE is active / once the transport is TLS.
   bool compressed() const;
   bool encrypted() const;

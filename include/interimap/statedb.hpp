@@ -300,6 +300,7 @@ class INTERIMAP_API StateDB {
   // Needs a Transaction.
   void set_synced_flags(MailboxId idx, Side side, std::uint32_t uid, std::string_view flags);
   void forget_synced_flags(MailboxId idx, Side side, std::uint32_t uid);
+  void clear_synced_flags(MailboxId idx, Side side);
 
  private:
   struct Impl;

@@ -64,8 +64,12 @@ Client::Client(ConnectionOptions options, Logger& logger)
 Client::~Client() { close(); }
 
 bool Client::has_capability(std::string_view cap) const {
-  return std::any_of(capabilities_.begin(), capabilities_.end(),
-                     [&](const std::string& c) { return iequals(c, cap); });
+  auto is = [&](const std::string& c) { return iequals(c, cap); };
+  return std::any_of(capabilities_.begin(), capabilities_.end(), is) && std::none_of(ignored_.begin(), ignored_.end(), is);
+}
+
+void Client::ignore_capabilities(std::vector<std::string> caps) {
+  ignored_.insert(ignored_.end(), std::make_move_iterator(caps.begin()), std::make_move_iterator(caps.end()));
 }
 
 void Client::require_capability(std::string_view cap) const {

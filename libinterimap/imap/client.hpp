@@ -45,6 +45,8 @@ class Client {
   Logger& logger() { return logger_; }
 
   const std::vector<std::string>& capabilities() const { return capabilities_; }
+  // From now on has_capability() says no to these, advertised or not.
+  void ignore_capabilities(std::vector<std::string> caps);
   bool has_capability(std::string_view cap) const;
   void require_capability(std::string_view cap) const;
   bool compressed() const { return compressed_; }
@@ -150,6 +152,7 @@ class Client {
   std::unique_ptr<detail::Stream> stream_;
   ResponseReader reader_;
   std::vector<std::string> capabilities_;
+  std::vector<std::string> ignored_;  // ignore_capabilities()
   bool compressed_ = false;
   bool encrypted_ = false;
   bool preauth_ = false;

@@ -65,6 +65,7 @@ const ConnectionOptions& Connection::options() const { return client_->options()
 const std::string& Connection::name() const { return client_->name(); }
 const std::vector<std::string>& Connection::capabilities() const { return client_->capabilities(); }
 bool Connection::has_capability(std::string_view c) const { return client_->has_capability(c); }
+void Connection::ignore_capabilities(const std::vector<std::string>& caps) { client_->ignore_capabilities(caps); }
 void Connection::require_capability(std::string_view c) const { client_->require_capability(c); }
 bool Connection::compressed() const { return client_->compressed(); }
 bool Connection::encrypted() const { return client_->encrypted(); }

@@ -111,12 +111,4 @@ class QresyncTracker final : public ChangeTracker {
 
 std::unique_ptr<ChangeTracker> make_qresync_tracker() { return std::make_unique<QresyncTracker>(); }
 
-std::unique_ptr<ChangeTracker> make_change_tracker(ChangeTracking mode) {
-  switch (mode) {
-    case ChangeTracking::Condstore: return make_condstore_tracker();
-    case ChangeTracking::Plain: return make_plain_tracker();
-    default: return make_qresync_tracker();
-  }
-}
-
 }  // namespace interimap::detail::sync

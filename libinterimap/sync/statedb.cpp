@@ -108,6 +108,7 @@ enum class Sql : std::size_t {
   SetSyncedFlags,
   ForgetSyncedFlags,
   DeleteSyncedFlags,
+  ClearSyncedFlags,
   Count
 };
 
@@ -187,6 +188,7 @@ constexpr SqlSpec kSql[] = {
     {Sql::ForgetSyncedFlags, "forget synchronized flags",
      "DELETE FROM interimap_flags WHERE idx = ? AND side = ? AND uid = ?"},
     {Sql::DeleteSyncedFlags, "delete mailbox", "DELETE FROM interimap_flags WHERE idx = ?"},
+    {Sql::ClearSyncedFlags, "forget synchronized flags", "DELETE FROM interimap_flags WHERE idx = ? AND side = ?"},
 };
 
 #undef INTERIMAP_MAILBOX_COLUMNS
@@ -757,6 +759,11 @@ std::map<std::uint32_t, std::string> StateDB::synced_flags(MailboxId idx, Side s
 void StateDB::set_synced_flags(MailboxId idx, Side side, std::uint32_t uid, std::string_view flags) {
   auto q = impl_->write(Sql::SetSyncedFlags);
   q.bind(1, idx).bind(2, static_cast<std::int64_t>(index(side))).bind(3, uid).bind_blob(4, flags).execute();
+}
+
+void StateDB::clear_synced_flags(MailboxId idx, Side side) {
+  auto q = impl_->write(Sql::ClearSyncedFlags);
+  q.bind(1, idx).bind(2, static_cast<std::int64_t>(index(side))).execute();
 }
 
 void StateDB::forget_synced_flags(MailboxId idx, Side side, std::uint32_t uid) {

@@ -71,6 +71,9 @@ void SyncSession::Impl::open() {
     // Each side's change tracking: the best its server offers, or the one
     // change-tracking forces (doc/design.md "Change tracking").
     ChangeTracking mode = ctx.settings.change_tracking[index(s)];
+    // A forced mode does not use what it leaves out, even if advertised.
+    if (mode == ChangeTracking::Plain) c.ignore_capabilities({"QRESYNC", "CONDSTORE"});
+    if (mode == ChangeTracking::Condstore) c.ignore_capabilities({"QRESYNC"});
     const bool enable = c.has_capability("ENABLE");
     if (mode == ChangeTracking::Auto)
       mode = enable && c.has_capability("QRESYNC")     ? ChangeTracking::Qresync

@@ -182,7 +182,7 @@ TEST_CASE("a new database gets the reference's schema, mode 0600 and user_versio
         std::vector<std::string>{kReferenceMailboxes, "CREATE TABLE sqlite_sequence(name,seq)", kReferenceLocal,
                                  kReferenceRemote, kReferenceMapping});
   CHECK(raw.column("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'interimap\\_%' "
-                   "ESCAPE '\\' ORDER BY name") == std::vector<std::string>{"interimap_pending_append"});
+                   "ESCAPE '\\' ORDER BY name") == std::vector<std::string>{"interimap_flags", "interimap_pending_append"});
   // The implicit indexes of the UNIQUE and PRIMARY KEY constraints.
   CHECK(raw.column("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name NOT LIKE 'interimap\\_%' "
                    "ESCAPE '\\' ORDER BY name") ==
