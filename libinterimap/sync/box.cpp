@@ -12,13 +12,15 @@ Box Box::from(const MailboxRecord& record) {
   return box;
 }
 
-void Box::select(Context& ctx, bool resync) {
+void Box::select(Context& ctx, bool resync, PerSide<bool> sides) {
   for (Side s : kSides) {
+    if (!sides[index(s)]) continue;
     tracker[index(s)] = make_change_tracker(ctx.tracking[index(s)]);
     if (resync) tracker[index(s)]->prepare(*ctx.db, idx, s, clean[index(s)]);
   }
   ctx.both.run([&](Side s) {
     const size_t i = index(s);
+    if (!sides[i]) return;
     Mailbox& m = mailbox[i].emplace(ctx.connection(s), ctx.names.wire(s, name));
     if (resync)
       tracker[i]->select(m, clean[i]);

@@ -35,6 +35,9 @@ struct Box {
   // or above the clean UIDNEXT, for cross_pick().
   bool want_sizes = false;
   PerSide<std::vector<std::pair<uint32_t, uint64_t>>> new_sizes;
+  // A side's first changes(), taken before the other side was selected
+  // (sync_mailbox()); sync_known() uses them instead of asking again.
+  PerSide<std::optional<KnownChanges>> early;
 
   // A box for a record, with its whole clean state when it has one.  Each
   // caller says what it does not use: a new mailbox has no clean state,
@@ -49,7 +52,7 @@ struct Box {
   // the changes since the clean state.  Fails when a UIDVALIDITY differs
   // from the clean state's (SyncError naming the side) or the server gives
   // no UIDNEXT (ProtocolError).
-  void select(Context& ctx, bool resync);
+  void select(Context& ctx, bool resync, PerSide<bool> sides = {true, true});
   // In long-lived mode, leaves the selected state: LIST (STATUS) may
   // report stale values for the selected mailbox (the reference UNSELECTs
   // too), and the next pass relies on them.

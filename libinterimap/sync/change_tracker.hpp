@@ -22,7 +22,11 @@ namespace interimap::detail::sync {
 struct KnownChanges {
   UidSet vanished;                         // expunged, all below the clean UIDNEXT
   std::map<uint32_t, std::string> flags;   // UID -> its flags (flag_string form), none vanished
-  bool empty() const { return vanished.empty() && flags.empty(); }
+  // The current flags of messages for which the tracker cannot tell
+  // whether they changed (a plain side with no record yet, after runs in
+  // another mode): sync_known() settles them against the other side.
+  std::map<uint32_t, std::string> unsure;
+  bool empty() const { return vanished.empty() && flags.empty() && unsure.empty(); }
 };
 
 class ChangeTracker {

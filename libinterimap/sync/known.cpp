@@ -214,18 +214,70 @@ void apply(Context& ctx, Box& box, const Plan& plan, const std::function<void(Si
       ctx.log.warning("database", fmt::format("Can't delete (idx,lUID) = ({},{})", box.idx, u));
 }
 
+// Messages whose side cannot tell whether their flags changed (a plain side
+// without a record, see KnownChanges::unsure), once, after a run in
+// another mode.  Where the other side changed them too and the flags
+// differ, or where both sides are unsure and differ: a conflict, settled
+// by the union.  Where the other side did not change them (it would have
+// said so) and the flags differ: this side changed them.
+void settle_unsure(Box& box, PerSide<KnownChanges>& changes, const PeerLookup& peers) {
+  PerSide<std::map<uint32_t, std::string>> unsure = {std::move(changes[0].unsure), std::move(changes[1].unsure)};
+  for (Side s : kSides) {
+    const Side o = other(s);
+    auto& mine = unsure[index(s)];
+    if (mine.empty()) continue;
+    std::vector<uint32_t> uids;
+    for (const auto& [uid, flags] : mine) uids.push_back(uid);
+    const auto mapped = peers(s, uids);
+    std::map<uint32_t, std::pair<uint32_t, const std::string*>> ask;  // peer -> (uid, flags)
+    for (size_t k = 0; k < uids.size(); ++k) {
+      if (!mapped[k]) continue;
+      const uint32_t peer = *mapped[k];
+      const std::string& flags = mine[uids[k]];
+      if (changes[index(o)].vanished.contains(peer)) continue;
+      if (auto theirs = changes[index(o)].flags.find(peer); theirs != changes[index(o)].flags.end()) {
+        // Changed there, maybe here too: where they differ, a conflict
+        // (the union), as if both had changed.
+        if (theirs->second != flags) changes[index(s)].flags[uids[k]] = flags;
+        continue;
+      }
+      if (auto theirs = unsure[index(o)].find(peer); theirs != unsure[index(o)].end()) {
+        if (s == Side::Local && theirs->second != flags) {  // once per pair
+          changes[index(s)].flags[uids[k]] = flags;
+          changes[index(o)].flags[peer] = theirs->second;
+        }
+        continue;
+      }
+      ask.emplace(peer, std::pair(uids[k], &flags));
+    }
+    if (ask.empty()) continue;
+    UidSet set;
+    for (const auto& [peer, unused] : ask) set.insert(peer);
+    box.m(o).fetch_flags(set, [&](MessageFlags& f) {
+      const auto it = ask.find(f.uid);
+      if (it == ask.end() || !f.flags) return;
+      if (flag_string(*f.flags) != *it->second.second) changes[index(s)].flags[it->second.first] = *it->second.second;
+    });
+  }
+}
+
 bool sync_known(Context& ctx, Box& box, const std::function<void(Side)>& then) {
   const PeerLookup peers = [&](Side side, std::span<const uint32_t> uids) { return ctx.db->lookup(box.idx, side, uids); };
   bool changed = false;
   bool first = true;
   for (;;) {
     PerSide<KnownChanges> changes;
-    for (Side s : kSides) changes[index(s)] = box.tracker[index(s)]->changes(box.m(s), box.state(s));
+    for (Side s : kSides) {
+      auto& early = box.early[index(s)];
+      changes[index(s)] = early ? std::move(*early) : box.tracker[index(s)]->changes(box.m(s), box.state(s));
+      early.reset();
+    }
     if (changes[0].empty() && changes[1].empty()) {
       if (first && then) ctx.both.run(then);
       return changed;
     }
     changed = true;
+    settle_unsure(box, changes, peers);
     std::vector<PlanNote> notes;
     clip_vanished(ctx, box, changes, notes);
     const Plan plan = plan_known_changes(changes, peers, notes);

@@ -12,26 +12,25 @@
 
 namespace interimap::detail::sync {
 
-void sync_mailbox(Context& ctx, MailboxList& list, const MailboxRecord& record) {
-  Box box = Box::from(record);
-  if (!record.state) {
-    // A new mailbox: everything is new on both sides.
-    box.select(ctx, /*resync=*/false);
-    for (Side s : kSides) box.state(s).uidvalidity = box.m(s).uidvalidity();
-    // Committed with the first mappings or the final state.
-    ctx.write().init_state(box.idx, box.state(Side::Local).uidvalidity, box.state(Side::Remote).uidvalidity);
-    sync_messages(ctx, box, {});
-    box.finish(ctx);
-    return;
-  }
-  // Both sides have new messages (LIST-STATUS says): their sizes come with
-  // the SELECT, for cross_pick().
-  box.want_sizes = true;
-  for (Side s : kSides) {
-    const auto* info = list.info(s, ctx.names.wire(s, box.name));
-    box.want_sizes = box.want_sizes && info != nullptr && info->uidnext && *info->uidnext > box.state(s).uidnext;
-  }
-  box.select(ctx, /*resync=*/true);
+namespace {
+
+// What the listing says of one side of a synchronized mailbox: nothing
+// happened there since the clean state (step 2 of the man page).  A plain
+// side cannot say so (no HIGHESTMODSEQ): it is never unchanged.
+bool unchanged(Context& ctx, const MailboxInfo* info, const SideState& clean, Side s, MailboxId idx) {
+  if (info == nullptr || !info->uidnext || !info->highestmodseq || clean.uidnext == 0 || clean.highestmodseq == 0 ||
+      *info->uidnext != clean.uidnext || *info->highestmodseq != clean.highestmodseq)
+    return false;
+  // Without QRESYNC an expunge need not move HIGHESTMODSEQ (RFC 7162 asks
+  // that of QRESYNC servers only): MESSAGES must match the mapped
+  // messages too.
+  if (ctx.tracking[index(s)] == ChangeTracking::Condstore)
+    return info->messages && *info->messages == ctx.db->mapping_count(idx);
+  return true;
+}
+
+// The rest of a synchronized mailbox's pass, both sides selected.
+void finish_sync(Context& ctx, Box& box) {
   const PerSide<UidSet> pick = cross_pick(box);
   PerSide<std::vector<Message>> fetched;
   auto prefetch = [&](Side s) {
@@ -47,6 +46,58 @@ void sync_mailbox(Context& ctx, MailboxList& list, const MailboxRecord& record) 
   cross_append(ctx, box, pick, fetched, ignore);
   sync_messages(ctx, box, ignore);
   box.finish(ctx);
+}
+
+}  // namespace
+
+void sync_mailbox(Context& ctx, MailboxList& list, const MailboxRecord& record) {
+  Box box = Box::from(record);
+  if (!record.state) {
+    // A new mailbox: everything is new on both sides.
+    box.select(ctx, /*resync=*/false);
+    for (Side s : kSides) box.state(s).uidvalidity = box.m(s).uidvalidity();
+    // Committed with the first mappings or the final state.
+    ctx.write().init_state(box.idx, box.state(Side::Local).uidvalidity, box.state(Side::Remote).uidvalidity);
+    sync_messages(ctx, box, {});
+    box.finish(ctx);
+    return;
+  }
+  PerSide<const MailboxInfo*> infos{};
+  for (Side s : kSides) infos[index(s)] = list.info(s, ctx.names.wire(s, box.name));
+  // A mixed pair where only the plain side must be read (it cannot tell
+  // it did not change): it is read first, and the other side, unchanged
+  // by its listing, is selected only if there is something to do, so a
+  // no-op costs it nothing (issue 12: QRESYNC's savings kept where they are).
+  for (Side p : kSides) {
+    const Side o = other(p);
+    if (ctx.tracking[index(p)] != ChangeTracking::Plain || ctx.tracking[index(o)] == ChangeTracking::Plain) continue;
+    const auto* pinfo = infos[index(p)];
+    if (!unchanged(ctx, infos[index(o)], box.state(o), o, box.idx) || pinfo == nullptr || !pinfo->uidnext ||
+        *pinfo->uidnext != box.state(p).uidnext)
+      continue;
+    PerSide<bool> only{};
+    only[index(p)] = true;
+    box.select(ctx, /*resync=*/true, only);
+    KnownChanges early = box.tracker[index(p)]->changes(box.m(p), box.state(p));
+    if (early.empty() && box.m(p).uidnext() == box.state(p).uidnext) {
+      box.finish(ctx);
+      return;
+    }
+    box.early[index(p)] = std::move(early);
+    PerSide<bool> rest{};
+    rest[index(o)] = true;
+    box.select(ctx, /*resync=*/true, rest);
+    return finish_sync(ctx, box);
+  }
+  // Both sides have new messages (LIST-STATUS says): their sizes come with
+  // the SELECT, for cross_pick().
+  box.want_sizes = true;
+  for (Side s : kSides) {
+    const auto* info = infos[index(s)];
+    box.want_sizes = box.want_sizes && info != nullptr && info->uidnext && *info->uidnext > box.state(s).uidnext;
+  }
+  box.select(ctx, /*resync=*/true);
+  finish_sync(ctx, box);
 }
 
 void sync_mailboxes(Context& ctx, MailboxList& list, const std::vector<std::string>& mailboxes, bool repair_mode) {
@@ -99,20 +150,11 @@ void sync_mailboxes(Context& ctx, MailboxList& list, const std::vector<std::stri
       todo.push_back(record);
       continue;
     }
-    // Step 2: only mailboxes whose UIDNEXT or HIGHESTMODSEQ moved.
+    // Step 2: only mailboxes whose UIDNEXT or HIGHESTMODSEQ (or, without
+    // QRESYNC, MESSAGES) moved; a plain side is always read.
     bool dirty = !record.state;
-    for (Side s : kSides) {
-      if (dirty) break;
-      const auto* info = infos[index(s)];
-      const SideState& clean = (*record.state)[s];
-      dirty = info == nullptr || !info->uidnext || !info->highestmodseq || clean.uidnext == 0 ||
-              clean.highestmodseq == 0 || *info->uidnext != clean.uidnext || *info->highestmodseq != clean.highestmodseq;
-      // Without QRESYNC an expunge need not move HIGHESTMODSEQ (RFC 7162
-      // asks that of QRESYNC servers only): MESSAGES must match the
-      // mapped messages too.
-      if (!dirty && ctx.tracking[index(s)] == ChangeTracking::Condstore)
-        dirty = !info->messages || *info->messages != ctx.db->mapping_count(record.idx);
-    }
+    for (Side s : kSides)
+      dirty = dirty || !unchanged(ctx, infos[index(s)], (*record.state)[s], s, record.idx);
     if (dirty) todo.push_back(record);
   }
   if (ctx.debugging()) {

@@ -52,9 +52,10 @@ class PlainTracker final : public ChangeTracker {
       for (const auto& [uid, flags] : current_) {
         if (!mapped_.contains(uid)) continue;
         const auto it = synced_.find(uid);
-        // No record (a database from a run in another mode): taken as the
-        // baseline, recorded at the end of the run.
-        if (it != synced_.end() && it->second != flags) out.flags[uid] = flags;
+        if (it == synced_.end())
+          out.unsure.emplace(uid, flags);  // no record: the last run was in another mode
+        else if (it->second != flags)
+          out.flags[uid] = flags;
       }
     }
     // Unsolicited FETCHes are of no use: the next run compares anyway.
