@@ -216,10 +216,11 @@ void apply(Context& ctx, Box& box, const Plan& plan, const std::function<void(Si
 
 // Messages whose side cannot tell whether their flags changed (a plain side
 // without a record, see KnownChanges::unsure), once, after a run in
-// another mode.  Where the other side changed them too and the flags
-// differ, or where both sides are unsure and differ: a conflict, settled
-// by the union.  Where the other side did not change them (it would have
-// said so) and the flags differ: this side changed them.
+// another mode.  Where the other side changed them, its change stands
+// (the common case; a change made on both sides since the last run is
+// then not merged, the one limit of a switch to plain).  Where it did not
+// (it would have said so) and the flags differ, this side changed them.
+// Both sides unsure and different: a conflict, settled by the union.
 void settle_unsure(Box& box, PerSide<KnownChanges>& changes, const PeerLookup& peers) {
   PerSide<std::map<uint32_t, std::string>> unsure = {std::move(changes[0].unsure), std::move(changes[1].unsure)};
   for (Side s : kSides) {
@@ -234,13 +235,8 @@ void settle_unsure(Box& box, PerSide<KnownChanges>& changes, const PeerLookup& p
       if (!mapped[k]) continue;
       const uint32_t peer = *mapped[k];
       const std::string& flags = mine[uids[k]];
-      if (changes[index(o)].vanished.contains(peer)) continue;
-      if (auto theirs = changes[index(o)].flags.find(peer); theirs != changes[index(o)].flags.end()) {
-        // Changed there, maybe here too: where they differ, a conflict
-        // (the union), as if both had changed.
-        if (theirs->second != flags) changes[index(s)].flags[uids[k]] = flags;
-        continue;
-      }
+      // Changed (or expunged) there: that change stands.
+      if (changes[index(o)].vanished.contains(peer) || changes[index(o)].flags.count(peer) != 0) continue;
       if (auto theirs = unsure[index(o)].find(peer); theirs != unsure[index(o)].end()) {
         if (s == Side::Local && theirs->second != flags) {  // once per pair
           changes[index(s)].flags[uids[k]] = flags;

@@ -84,7 +84,10 @@ class Switch(unittest.TestCase):
             for sd in ("local", "remote"):
                 p.gate(sd, forbid=tl.forbid(modes[sd]))
             what = f"step {i} (local {modes['local']}, remote {modes['remote']})"
-            self.changes(m, i)
+            # The first run after a switch to plain cannot tell a flag
+            # change made on both sides from one made on the other side
+            # only (no record of the flags yet): no two-sided conflict then.
+            self.changes(m, i, conflict=mode != "plain")
             m.expect()
             r = p.run()
             p.assert_gates_clean(f"during {what}")
@@ -103,7 +106,7 @@ class Switch(unittest.TestCase):
                                      max(len(m.boxes), len(s.db_names(p))))
             s.log(f"{what}: converged")
 
-    def changes(self, m, i):
+    def changes(self, m, i, conflict=True):
         """Changes of every kind on both sides, different at each step."""
         inbox = m.messages("INBOX")
         box = m.messages("Box")
@@ -111,7 +114,8 @@ class Switch(unittest.TestCase):
         m.flag("local", "INBOX", a, "+FLAGS", ["\\Flagged", f"$Step{i}"])
         m.flag("remote", "INBOX", b, "-FLAGS" if "\\Seen" in m.boxes["INBOX"][b] else "+FLAGS", ["\\Seen"])
         m.flag("local", "INBOX", c, "+FLAGS", [f"$L{i}"])       # a conflict: the union
-        m.flag("remote", "INBOX", c, "+FLAGS", [f"$R{i}"])
+        if conflict:
+            m.flag("remote", "INBOX", c, "+FLAGS", [f"$R{i}"])
         m.expunge("local", "INBOX", d)
         m.expunge("remote", "INBOX", e)
         m.expunge("local", "INBOX", f)                          # the expunge wins
