@@ -170,6 +170,25 @@ class GateChecks(unittest.TestCase):
 class GmailRemote(tl.Scenarios, unittest.TestCase):
     REMOTE_CAPS = h.GMAIL_LIKE
 
+    def test_gmail_example_config(self):
+        """examples/config/interimap-gmail.conf's ignore-mailbox: Gmail's
+        [Gmail]/All Mail, Important and Starred (every message again) are
+        not copied, the other [Gmail]/ mailboxes and the labels are."""
+        example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "config",
+                               "interimap-gmail.conf")
+        with open(example) as f:
+            pattern = next(line.split("=", 1)[1].strip() for line in f if line.startswith("ignore-mailbox"))
+        p = s.Pair(T, "gmail-example", remote_caps=h.GMAIL_LIKE, default={"ignore-mailbox": pattern})
+        e = p.seed("remote", {"INBOX": s.msgs("inbox", 3), "[Gmail]\0Sent Mail": s.msgs("sent", 2),
+                              "Label": s.msgs("label", 1)}, create=True)
+        p.seed("remote", {"[Gmail]\0All Mail": s.msgs("inbox", 3) + s.msgs("sent", 2) + s.msgs("label", 1),
+                          "[Gmail]\0Important": s.msgs("inbox", 1), "[Gmail]\0Starred": s.msgs("label", 1)},
+               create=True)
+        s.assert_ok(p.run())
+        local = p.side_snapshot("local")
+        self.assertEqual(sorted(local), sorted(["INBOX", "[Gmail]\0Sent Mail", "Label"]))
+        p.check(mailboxes=["INBOX", "[Gmail]\0Sent Mail", "Label"], expect=e)
+
 
 if __name__ == "__main__":
     s.main(globals())

@@ -1,5 +1,5 @@
-// interimap: fast bidirectional synchronization of two QRESYNC-capable
-// IMAP servers.  The command line of interimap(1) 0.5.7; everything else
+// interimap: fast bidirectional synchronization of two IMAP servers
+// (QRESYNC, CONDSTORE alone or neither, per side).  The command line of interimap(1) 0.5.7; everything else
 // is libinterimap's SyncSession.
 #include <interimap/config.hpp>
 #include <interimap/error.hpp>
@@ -36,6 +36,11 @@ constexpr const char* kName = "interimap";
                  "  or: %s [OPTIONS] --repair [MAILBOX [..]]\n"
                  "  or: %s [OPTIONS] --delete MAILBOX [..]\n"
                  "  or: %s [OPTIONS] --rename SOURCE DEST\n"
+                 "Servers: each side uses the best change tracking its server offers:\n"
+                 "QRESYNC (Dovecot, Cyrus/Fastmail), CONDSTORE alone (Gmail) or neither\n"
+                 "(Microsoft 365, Yahoo: every known message's flags are read each run);\n"
+                 "change-tracking = auto|qresync|condstore|plain in [local] or [remote]\n"
+                 "forces one.  Both servers need UIDPLUS.\n"
                  "Consult the manpage for more information.\n",
                  kName, kName, kName, kName);
   }
