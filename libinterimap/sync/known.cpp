@@ -83,14 +83,20 @@ void clip_vanished(Context& ctx, const Box& box, PerSide<KnownChanges>& changes,
       mapped.insert(m.uid(side));
       return true;
     });
-    UidSet known = vanished.intersection(mapped);
-    vanished.erase(known);
-    notes.push_back({PlanNote::Kind::VanishedUnmatched, side, std::move(vanished), {}, {}, {}, {}});
-    vanished = std::move(known);
+    UidSet unmatched = clip_to_known(vanished, mapped);
+    notes.push_back({PlanNote::Kind::VanishedUnmatched, side, std::move(unmatched), {}, {}, {}, {}});
   }
 }
 
 }  // namespace
+
+UidSet clip_to_known(UidSet& set, const UidSet& known) {
+  UidSet kept = set.intersection(known);
+  UidSet rest = std::move(set);
+  rest.erase(kept);
+  set = std::move(kept);
+  return rest;
+}
 
 bool Plan::empty() const {
   return expunge[0].empty() && expunge[1].empty() && flags[0].empty() && flags[1].empty() && forget.empty();

@@ -54,6 +54,11 @@ using PeerLookup = std::function<std::vector<std::optional<uint32_t>>(Side side,
 // changed on both sides differently become their union on both.  A
 // mapping being forgotten counts as gone for the flag changes (the
 // reference forgets before it looks these up).
+// Keeps in `set` only the UIDs `known` holds and returns the others, in
+// ranges, nothing expanded: a server's set (VANISHED 1:4294967295) is
+// clipped to what the client knows before anything is sized by it.
+UidSet clip_to_known(UidSet& set, const UidSet& known);
+
 Plan plan_known_changes(const PerSide<KnownChanges>& changes, const PeerLookup& peers, std::vector<PlanNote>& notes);
 
 // Logs a note as the reference words it.

@@ -297,3 +297,32 @@ TEST_CASE("append journal: an unwritable file is an error before the APPEND") {
   engine::AppendJournal journal(dir.file("missing/dir/state.db-appends"));
   CHECK_THROWS_AS(journal.record(1, Side::Local, 5, {engine::AppendJournal::Copy{10, "a", ""}}), interimap::Error);
 }
+
+TEST_CASE("clip_to_known: a server's set is clipped to the known UIDs, in ranges") {
+  struct Case {
+    const char* set;
+    const char* known;
+    const char* kept;
+    const char* rest;
+  };
+  const Case cases[] = {
+      {"1:4294967295", "3,5:7,100", "3,5:7,100", "1:2,4,8:99,101:4294967295"},
+      {"1:10", "1:10", "1:10", ""},
+      {"4:6", "1:3", "", "4:6"},
+      {"2,4,6", "1:5", "2,4", "6"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.set);
+    UidSet set = UidSet::parse(c.set);
+    const UidSet rest = engine::clip_to_known(set, c.known[0] ? UidSet::parse(c.known) : UidSet{});
+    CHECK(set.to_string() == c.kept);
+    CHECK(rest.to_string() == c.rest);
+  }
+  // 4 billion UIDs against 20 000 known ones: ranges only (fast, small).
+  UidSet huge = UidSet::range(1, 4294967295u);
+  UidSet known;
+  for (uint32_t u = 2; u <= 40000; u += 2) known.insert(u);
+  const UidSet rest = engine::clip_to_known(huge, known);
+  CHECK(huge.size() == 20000);
+  CHECK(rest.size() == 4294967295u - 20000);
+}
