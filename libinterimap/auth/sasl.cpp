@@ -43,6 +43,8 @@ class Plain final : public Mechanism {
 // report, answered with an empty response (XOAUTH2) or %x01 (RFC 7628
 // 3.2.3) so that the server ends the exchange with NO.
 class OAuth final : public Mechanism {
+  static constexpr char kSep = '\x01';
+
  public:
   OAuth(bool bearer, const Credentials& c) : bearer_(bearer) {
     if (bearer_) {
@@ -53,9 +55,11 @@ class OAuth final : public Mechanism {
         else if (ch == '=') user += "=3D";
         else user += ch;
       }
-      ir_ = fmt::format("n,a={},\x01host={}\x01port={}\x01auth=Bearer {}\x01\x01", user, c.host, c.port, c.secret);
+      // (kSep: "\x01auth" would be one hexadecimal escape.)
+      ir_ = fmt::format("n,a={},{}host={}{}port={}{}auth=Bearer {}{}{}", user, kSep, c.host, kSep, c.port, kSep,
+                        c.secret, kSep, kSep);
     } else {
-      ir_ = fmt::format("user={}\x01auth=Bearer {}\x01\x01", c.username, c.secret);
+      ir_ = fmt::format("user={}{}auth=Bearer {}{}{}", c.username, kSep, c.secret, kSep, kSep);
     }
   }
   ~OAuth() override { wipe(ir_); }
