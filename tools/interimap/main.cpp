@@ -2,6 +2,7 @@
 // IMAP servers.  The command line of interimap(1) 0.5.7; everything else
 // is libinterimap's SyncSession.
 #include <interimap/config.hpp>
+#include <interimap/connection.hpp>
 #include <interimap/error.hpp>
 #include <interimap/log.hpp>
 #include <interimap/syncsession.hpp>
@@ -11,6 +12,8 @@
 
 #include <getopt.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -207,19 +210,43 @@ int main(int argc, char** argv) {
     // SIGTERM, SIGINT, SIGHUP: finish the mailbox in progress, log out, exit 0.
     const interimap::StopSignals stop;
     settings.interrupted = [&stop] { return stop.received() != 0; };
-    interimap::SyncSession session(std::move(settings), logger);
-    try {
-      session.open();
-      if (watch)
-        interimap::watch(session, interimap::WatchOptions{*watch, notify}, stop, logger);
-      else if (stop.received() == 0)
-        session.run();
-    } catch (const interimap::Error& e) {
-      report(logger, e);
+    // --watch / --notify: a server ending the session (its OAuth access
+    // token expired, say) is answered with a new session, whose
+    // connections run password-command again for a fresh secret; at most
+    // one such reconnection every kReconnectInterval, and only for a side
+    // whose secret comes from a command.
+    constexpr auto kReconnectInterval = std::chrono::seconds(30);
+    std::optional<std::chrono::steady_clock::time_point> last_reconnect;
+    auto reconnectable = [&](const interimap::Error& e) {
+      if (!watch || stop.received() != 0 || !interimap::may_be_expired_session(e)) return false;
+      if (last_reconnect && std::chrono::steady_clock::now() - *last_reconnect < kReconnectInterval) return false;
+      return std::any_of(settings.connections.begin(), settings.connections.end(), [&](const auto& c) {
+        return c.name == e.component() && !c.password_command.empty();
+      });
+    };
+    while (true) {
+      interimap::SyncSession session(settings, logger);
+      try {
+        session.open();
+        if (watch)
+          interimap::watch(session, interimap::WatchOptions{*watch, notify}, stop, logger);
+        else if (stop.received() == 0)
+          session.run();
+      } catch (const interimap::Error& e) {
+        if (reconnectable(e)) {
+          logger.warning(e.component(),
+                         std::string(e.message()) + "; reconnecting (password-command runs again)");
+          session.close();
+          last_reconnect = std::chrono::steady_clock::now();
+          continue;
+        }
+        report(logger, e);
+        session.close();
+        return 1;
+      }
       session.close();
-      return 1;
+      break;
     }
-    session.close();
   } catch (const interimap::ConfigError& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;
