@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <mutex>
 
 namespace interimap::detail::auth {
 
@@ -93,9 +94,13 @@ class OAuth final : public Mechanism {
 class Gsasl final : public Mechanism {
  public:
   Gsasl(std::string mech, const Credentials& c) : mech_(std::move(mech)) {
-    int rc = gsasl_init(&ctx_);
-    if (rc != GSASL_OK) throw SaslFailure(fmt::format("GNU SASL: {}", gsasl_strerror(rc)));
-    rc = gsasl_client_start(ctx_, mech_.c_str(), &session_);
+    ::Gsasl* ctx = context();
+    if (ctx == nullptr) throw SaslFailure("GNU SASL could not be initialized");
+    int rc;
+    {
+      const std::lock_guard<std::mutex> lock(mutex());
+      rc = gsasl_client_start(ctx, mech_.c_str(), &session_);
+    }
     if (rc != GSASL_OK) throw SaslFailure(fmt::format("GNU SASL, {}: {}", mech_, gsasl_strerror(rc)));
     gsasl_property_set(session_, GSASL_AUTHID, c.username.c_str());
     gsasl_property_set(session_, GSASL_PASSWORD, c.secret.c_str());
@@ -103,8 +108,29 @@ class Gsasl final : public Mechanism {
     gsasl_property_set(session_, GSASL_HOSTNAME, c.host.c_str());
   }
   ~Gsasl() override {
-    if (session_ != nullptr) gsasl_finish(session_);
-    if (ctx_ != nullptr) gsasl_done(ctx_);
+    if (session_ == nullptr) return;
+    const std::lock_guard<std::mutex> lock(mutex());
+    gsasl_finish(session_);
+  }
+
+  // One context for the process, made once (SyncSession opens both
+  // sides from two threads; gsasl_init is not documented thread-safe),
+  // session starts and ends serialized on it.
+  static ::Gsasl* context() {
+    static const struct Holder {
+      ::Gsasl* ctx = nullptr;
+      Holder() {
+        if (gsasl_init(&ctx) != GSASL_OK) ctx = nullptr;
+      }
+      ~Holder() {
+        if (ctx != nullptr) gsasl_done(ctx);
+      }
+    } holder;
+    return holder.ctx;
+  }
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
   }
   Gsasl(const Gsasl&) = delete;
   Gsasl& operator=(const Gsasl&) = delete;
@@ -144,18 +170,16 @@ class Gsasl final : public Mechanism {
   }
 
   std::string mech_;
-  ::Gsasl* ctx_ = nullptr;
   Gsasl_session* session_ = nullptr;
   bool done_ = false;
   int steps_ = 0;
 };
 
 bool gsasl_provides(std::string_view mech) {
-  ::Gsasl* ctx = nullptr;
-  if (gsasl_init(&ctx) != GSASL_OK) return false;
-  const bool ok = gsasl_client_support_p(ctx, std::string(mech).c_str()) != 0;
-  gsasl_done(ctx);
-  return ok;
+  ::Gsasl* ctx = Gsasl::context();
+  if (ctx == nullptr) return false;
+  const std::lock_guard<std::mutex> lock(Gsasl::mutex());
+  return gsasl_client_support_p(ctx, std::string(mech).c_str()) != 0;
 }
 
 // The value of member `key` of a flat JSON object: a string (escapes kept
