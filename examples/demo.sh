@@ -40,7 +40,7 @@ install_dependencies() {
   DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       meson ninja-build pkg-config g++ libssl-dev libsqlite3-dev zlib1g-dev libfmt-dev \
-      libcli11-dev libpcre2-dev doctest-dev dovecot-core dovecot-imapd python3 util-linux >/dev/null ||
+      libcli11-dev libpcre2-dev libgsasl-dev doctest-dev dovecot-core dovecot-imapd python3 util-linux >/dev/null ||
     { [ "$created" -eq 1 ] && rm -f "$policy"; return 1; }
   [ "$created" -eq 1 ] && rm -f "$policy"
   return 0

@@ -81,6 +81,16 @@ struct INTERIMAP_API CommandStatus {
   std::string describe() const;
 };
 
+class Error;
+
+// Whether an error that ended a long run (interimap --watch / --notify,
+// pullimap --idle) may be the server ending the session because its
+// credentials expired, as servers do with OAuth 2.0 access tokens: a BYE
+// or a closed connection (NetworkError), or a NO [AUTHENTICATIONFAILED],
+// [AUTHORIZATIONFAILED] or [EXPIRED] (RFC 5530).  A new connection, with
+// a fresh secret from password-command, may go on.
+INTERIMAP_API bool may_be_expired_session(const Error& error);
+
 class INTERIMAP_API Connection {
  public:
   // Nothing is opened until open().  The logger must outlive the connection.

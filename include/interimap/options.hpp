@@ -53,10 +53,26 @@ struct ConnectionOptions {
   bool null_stderr = false;
   // STARTTLS: for type=imap, upgrade with STARTTLS (abort if not advertised).  Default YES.
   bool starttls = true;
-  // auth: preferred SASL mechanisms, first advertised wins.  Default PLAIN LOGIN.
-  std::vector<std::string> auth = {"PLAIN", "LOGIN"};
+  // auth: preferred mechanisms, the first one both sides support wins:
+  // SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN (the LOGIN command),
+  // XOAUTH2, OAUTHBEARER (the secret is then an OAuth 2.0 access token).
+  // Default: the strongest first.
+  std::vector<std::string> auth = {"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "LOGIN"};
   std::optional<std::string> username;
   std::optional<std::string> password;
+  // username-command / password-command: run by /bin/sh -c at every
+  // connection (no terminal, stderr passed through, at most
+  // command_timeout); their output, one line, is the username / the
+  // password or access token.  They take precedence over username /
+  // password.
+  std::string username_command;
+  std::string password_command;
+  // password-command-timeout (seconds, for both commands).  Default 30.
+  unsigned command_timeout = 30;
+  // auth-cleartext: allow sending the secret as it is (LOGIN, PLAIN,
+  // XOAUTH2, OAUTHBEARER) without TLS on a network connection (a tunnel
+  // is not one).  Default NO: such mechanisms are skipped.
+  bool auth_cleartext = false;
   // compress: use COMPRESS=DEFLATE when advertised.  The configuration
   // default is NO for [local] and YES for [remote].
   bool compress = false;

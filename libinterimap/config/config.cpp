@@ -177,6 +177,7 @@ int protocol_rank(std::string_view v) {
 // Config::connection()), then each program's own.
 constexpr std::string_view kConnectionOptions[] = {
     "host", "port", "proxy", "type", "STARTTLS", "username", "password", "auth", "command", "null-stderr",
+    "username-command", "password-command", "password-command-timeout", "auth-cleartext",
     "compress", "SSL_protocols", "SSL_protocol_min", "SSL_protocol_max", "SSL_fingerprint", "SSL_cipherlist",
     "SSL_ciphersuites", "SSL_hostname", "SSL_verify", "SSL_CApath", "SSL_CAfile"};
 constexpr std::string_view kInterimapOptions[] = {"database",       "logfile",          "log-prefix",
@@ -458,6 +459,13 @@ ConnectionOptions Config::connection(std::string_view section, bool compress_def
       (option == "username" ? opts.username : opts.password) = std::move(*value);
     }
   }
+  if (auto command = text("username-command")) opts.username_command = std::move(*command);
+  if (auto command = text("password-command")) opts.password_command = std::move(*command);
+  if (auto timeout = get_uint(section, "password-command-timeout")) {
+    if (*timeout == 0 || *timeout > 86400) fail(section, "password-command-timeout", "expected 1 to 86400 seconds");
+    opts.command_timeout = static_cast<unsigned>(*timeout);
+  }
+  opts.auth_cleartext = get_bool(section, "auth-cleartext").value_or(false);
   opts.compress = get_bool(section, "compress").value_or(compress_default);
 
   TlsOptions& tls = opts.tls;

@@ -1,4 +1,6 @@
 #include "imap/client.hpp"
+#include "auth/sasl.hpp"
+#include "auth/secret_command.hpp"
 #include "util/ascii.hpp"
 
 #include <interimap/error.hpp>
@@ -9,7 +11,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <memory>
+#include <optional>
 
 namespace interimap::detail::imap {
 
@@ -23,6 +28,20 @@ std::string base64(std::string_view data) {
   int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
                           reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
   out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+// RFC 4648 base64 (RFC 3501 6.2.2's challenges); nullopt when invalid.
+std::optional<std::string> unbase64(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::string out(text.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0) return std::nullopt;
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  size_t len = static_cast<size_t>(n);
+  for (size_t i = text.size(); i > 0 && text[i - 1] == '=' && len > 0; --i) --len;
+  out.resize(len);
   return out;
 }
 
@@ -167,52 +186,162 @@ void Client::starttls() {
 }
 
 void Client::authenticate() {
-  std::vector<std::string> mechs = {"LOGIN"};
+  std::vector<std::string> advertised = {"LOGIN"};
   for (const auto& c : capabilities_)
     if (c.size() > 5 && iequals(std::string_view(c).substr(0, 5), "AUTH=")) {
       std::string m = c.substr(5);
       std::transform(m.begin(), m.end(), m.begin(), [](unsigned char ch) { return std::toupper(ch); });
-      mechs.push_back(std::move(m));
+      advertised.push_back(std::move(m));
     }
+  // The first mechanism of `auth` that both sides support, skipping those
+  // that would send the secret as it is where it must not go: after
+  // LOGINDISABLED (RFC 3501 6.2.3), or without TLS on a network
+  // connection unless auth-cleartext = YES.
+  const bool logindisabled = has_capability("LOGINDISABLED");
+  const bool cleartext = !encrypted_ && options_.type != ConnectionOptions::Type::Tunnel && !options_.auth_cleartext;
   std::string mech;
+  std::vector<std::string> refused_disabled, refused_clear, unsupported;
   for (const auto& want : options_.auth) {
     std::string w = want;
     std::transform(w.begin(), w.end(), w.begin(), [](unsigned char ch) { return std::toupper(ch); });
-    if (std::find(mechs.begin(), mechs.end(), w) != mechs.end()) {
+    if (std::find(advertised.begin(), advertised.end(), w) == advertised.end()) continue;
+    if (!auth::supported(w)) {
+      unsupported.push_back(w);
+    } else if (logindisabled && (w == "LOGIN" || w == "PLAIN")) {
+      refused_disabled.push_back(w);
+    } else if (cleartext && auth::sends_secret_in_clear(w)) {
+      refused_clear.push_back(w);
+    } else {
       mech = w;
       break;
     }
   }
-  if (mech.empty())
+  if (mech.empty()) {
+    if (!refused_clear.empty())
+      throw ProtocolError(
+          name(), fmt::format("refusing to send the {} in cleartext ({}) over an unencrypted connection to {}:{}; use "
+                              "type = imaps or STARTTLS, or set auth-cleartext = YES",
+                              auth::uses_token(refused_clear.front()) ? "access token" : "password",
+                              fmt::join(refused_clear, ", "), options_.host, options_.effective_port()));
+    if (!refused_disabled.empty())
+      throw ProtocolError(name(), fmt::format("logins are disabled (LOGINDISABLED): the server refuses {} here, and "
+                                              "no other mechanism of auth = {} is advertised",
+                                              fmt::join(refused_disabled, ", "), fmt::join(options_.auth, " ")));
+    if (!unsupported.empty())
+      throw ProtocolError(name(), fmt::format("authentication mechanism {} is not supported (supported: {})",
+                                              fmt::join(unsupported, ", "),
+                                              fmt::join(auth::known_mechanisms(), " ")));
     throw ProtocolError(name(), fmt::format("none of the authentication mechanisms '{}' is advertised by the server",
                                             fmt::join(options_.auth, " ")));
-  if (has_capability("LOGINDISABLED")) throw ProtocolError(name(), "logins are disabled (LOGINDISABLED)");
-  if (!options_.username || !options_.password)
-    throw ConfigError(name(), fmt::format("missing option {}", options_.username ? "password" : "username"));
+  }
+
+  // The secrets: from the commands (run at every connection: a fresh
+  // access token each time), else from the configuration.
+  const std::chrono::milliseconds limit(std::chrono::seconds(options_.command_timeout));
+  std::string username, secret;
+  if (!options_.username_command.empty())
+    username = run_secret_command(name(), "username-command", options_.username_command, limit);
+  else if (options_.username)
+    username = *options_.username;
+  else
+    throw ConfigError(name(), "missing option username (or username-command)");
+  if (!options_.password_command.empty())
+    secret = run_secret_command(name(), "password-command", options_.password_command, limit);
+  else if (options_.password)
+    secret = *options_.password;
+  else
+    throw ConfigError(name(), "missing option password (or password-command)");
+  struct Wipe {
+    std::string& s;
+    ~Wipe() { std::fill(s.begin(), s.end(), '\0'); }
+  } wipe_secret{secret};
 
   Command cmd;
+  std::unique_ptr<auth::Mechanism> sasl;
+  // What the continuation handler shares with this function (the command
+  // may outlive it in inflight_ when the connection fails meanwhile).
+  struct Exchange {
+    auth::Mechanism* sasl = nullptr;
+    std::optional<std::string> initial;  // not sent with SASL-IR: answers the first challenge
+    std::optional<std::string> failure;  // why we cancelled the exchange ("*")
+  };
+  auto exchange = std::make_shared<Exchange>();
   if (mech == "LOGIN") {
-    cmd = CommandBuilder("LOGIN", literal_mode()).astring(*options_.username).astring(*options_.password)
-              .sensitive().build();
-  } else if (mech == "PLAIN") {
-    // RFC 4616: authzid NUL authcid NUL passwd; RFC 4959 SASL-IR saves a round trip.
-    std::string cred = base64(std::string(1, '\0') + *options_.username + '\0' + *options_.password);
-    cmd.name = "AUTHENTICATE PLAIN";
-    cmd.sensitive = true;
-    if (has_capability("SASL-IR")) {
-      cmd.chunks = {"AUTHENTICATE PLAIN " + cred + "\r\n"};
-    } else {
-      cmd.chunks = {"AUTHENTICATE PLAIN\r\n", cred + "\r\n"};
-    }
+    cmd = CommandBuilder("LOGIN", literal_mode()).astring(username).astring(secret).sensitive().build();
   } else {
-    throw ConfigError(name(), fmt::format("unsupported authentication mechanism {}", mech));
+    try {
+      sasl = auth::start(mech, auth::Credentials{username, secret, options_.host, options_.effective_port()});
+      if (!sasl) throw auth::SaslFailure(fmt::format("unsupported authentication mechanism {}", mech));
+      exchange->sasl = sasl.get();
+      exchange->initial = sasl->initial();
+    } catch (const auth::SaslFailure& e) {
+      throw ProtocolError(name(), e.what());
+    }
+    cmd.name = "AUTHENTICATE " + mech;
+    cmd.sensitive = true;
+    // RFC 4959 SASL-IR saves a round trip ("=" is an empty response).
+    if (exchange->initial && has_capability("SASL-IR")) {
+      cmd.chunks = {fmt::format("AUTHENTICATE {} {}\r\n", mech,
+                                exchange->initial->empty() ? std::string("=") : base64(*exchange->initial))};
+      exchange->initial.reset();
+    } else {
+      cmd.chunks = {fmt::format("AUTHENTICATE {}\r\n", mech)};
+    }
   }
-  StatusResponse st = run(std::move(cmd), {}, true);
-  if (st.kind != StatusResponse::Kind::Ok)
+  const uint64_t id = send(std::move(cmd));
+  if (mech != "LOGIN") {
+    auto it = std::find_if(inflight_.begin(), inflight_.end(), [&](const Pending& p) { return p.id == id; });
+    if (it != inflight_.end())
+      it->on_continuation = [exchange](std::string_view text) -> std::string {
+        // RFC 3501 6.2.2: each challenge is base64; "*" cancels.
+        if (exchange->failure) return "*";
+        if (exchange->initial) {
+          std::string r = base64(*exchange->initial);
+          exchange->initial.reset();
+          return r;
+        }
+        std::optional<std::string> challenge = unbase64(text);
+        if (!challenge) {
+          exchange->failure = "the server's challenge is not base64";
+          return "*";
+        }
+        try {
+          return base64(exchange->sasl->step(*challenge));
+        } catch (const auth::SaslFailure& e) {
+          exchange->failure = e.what();
+          return "*";
+        }
+      };
+  }
+  authenticating_ = true;
+  StatusResponse st;
+  try {
+    st = wait(id, true);
+  } catch (...) {
+    authenticating_ = false;
+    throw;
+  }
+  authenticating_ = false;
+  if (exchange->failure) throw ProtocolError(name(), fmt::format("{} as {}: {}", mech, username, *exchange->failure));
+  if (st.kind != StatusResponse::Kind::Ok) {
+    if (auth::uses_token(mech)) {
+      // RFC 7628 3.2.2: the error report came as a challenge.
+      const std::optional<std::string> report = sasl ? sasl->error_challenge() : std::nullopt;
+      throw CommandError(name(),
+                         fmt::format("the access token was refused ({} as {}){}: {} {}", mech, username,
+                                     report ? " [" + auth::describe_oauth_error(*report) + "]" : std::string(),
+                                     status_name(st.kind), st.text),
+                         "AUTHENTICATE", status_name(st.kind), st.code.name, st.text);
+    }
     throw CommandError(
-        name(),
-        fmt::format("authentication ({}) as {} failed: {} {}", mech, *options_.username, status_name(st.kind), st.text),
+        name(), fmt::format("authentication ({}) as {} failed: {} {}", mech, username, status_name(st.kind), st.text),
         mech == "LOGIN" ? "LOGIN" : "AUTHENTICATE", status_name(st.kind), st.code.name, st.text);
+  }
+  if (sasl && !sasl->complete())
+    throw ProtocolError(name(), fmt::format("{}: the server said OK before the exchange completed{}; refusing it",
+                                            mech, auth::is_scram(mech)
+                                                      ? " (without proving that it knows the password)"
+                                                      : ""));
   options_.password.reset();  // no need to keep it around
   // Pre-login capabilities are stale unless the OK carried new ones.
   if (st.code.kind != ResponseCode::Kind::Capability) refresh_capabilities();
@@ -360,7 +489,14 @@ void Client::lost(std::string_view why) {
 }
 
 void Client::dispatch(std::string_view raw) {
-  if (logger_.debug() > 0) logger_.log(LogLevel::Debug, name(), {}, "S: " + describe_response(raw));
+  if (logger_.debug() > 0) {
+    // A SASL challenge may carry proofs (SCRAM's server signature): shown
+    // from debug level 2 only.
+    if (authenticating_ && logger_.debug() < 2 && raw.starts_with("+"))
+      logger_.log(LogLevel::Debug, name(), {}, "S: + [REDACTED]");
+    else
+      logger_.log(LogLevel::Debug, name(), {}, "S: " + describe_response(raw));
+  }
   if (switching_ && switched_)
     throw ProtocolError(name(), fmt::format("unexpected data after the response that switches the stream layer: {}",
                                             describe_response(raw)));
@@ -374,6 +510,17 @@ void Client::dispatch(std::string_view raw) {
   if (r.type == Response::Type::Continuation) {
     // RFC 3501 7.5: continues the command waiting for one.
     for (auto& p : inflight_) {
+      if (p.on_continuation && !p.done) {
+        // AUTHENTICATE: the mechanism answers each challenge.
+        const std::string line = p.on_continuation(std::get<ContinuationData>(r.data).text) + "\r\n";
+        if (logger_.debug() > 0)
+          logger_.log(LogLevel::Debug, name(), {},
+                      p.cmd.sensitive && logger_.debug() < 2 ? std::string("C: [REDACTED]")
+                                                             : "C: " + line.substr(0, line.size() - 2));
+        stream_->write(line);
+        traffic_.sent += line.size();
+        return;
+      }
       if (p.next_chunk > 0 && p.next_chunk < p.cmd.chunks.size()) {
         if (p.manual_continuation) {
           // RFC 2177: "+ idling"; DONE goes when idle_done() says so.

@@ -120,6 +120,8 @@ class Client {
     UntaggedHandler handler;
     bool manual_continuation = false;  // IDLE: the next chunk waits for idle_done()
     bool continued = false;            // a continuation request came for it
+    // AUTHENTICATE: the line answering each continuation request (without CRLF).
+    std::function<std::string(std::string_view)> on_continuation;
     bool done = false;
     StatusResponse status;
   };
@@ -161,6 +163,8 @@ class Client {
   // in the old layer (RFC 3501 6.2.1, RFC 4978 3).
   bool switching_ = false;
   bool switched_ = false;
+  // During AUTHENTICATE: challenges are redacted below debug level 2.
+  bool authenticating_ = false;
   std::string bye_text_;
   uint64_t next_id_ = 1;
   std::deque<Pending> inflight_;  // in sending order; front is the oldest

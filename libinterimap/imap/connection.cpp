@@ -46,6 +46,14 @@ CommandStatus to_command_status(StatusResponse st) {
 bool MailboxInfo::selectable() const { return !has_flag(flags, "\\Noselect") && !has_flag(flags, "\\NonExistent"); }
 bool MailboxInfo::subscribed() const { return has_flag(flags, "\\Subscribed"); }
 
+bool may_be_expired_session(const Error& error) {
+  if (dynamic_cast<const NetworkError*>(&error) != nullptr) return true;
+  if (const auto* c = dynamic_cast<const CommandError*>(&error))
+    return c->status() == "NO" &&
+           (c->code() == "AUTHENTICATIONFAILED" || c->code() == "AUTHORIZATIONFAILED" || c->code() == "EXPIRED");
+  return false;
+}
+
 std::string CommandStatus::describe() const {
   const char* k = kind == Kind::No ? "NO" : kind == Kind::Bad ? "BAD" : "OK";
   const std::string c = code.empty() ? "" : fmt::format("[{}{}{}] ", code, code_data.empty() ? "" : " ", code_data);

@@ -87,13 +87,12 @@ class CommandLine(unittest.TestCase):
     def test_help_and_version(self):
         rc, err = run(OURS, ["--help"])
         ref_rc, ref_err = run(REF, ["--help"])
-        # The reference's text, with our paragraph on the servers that work
-        # (change-tracking) before its last line.
+        # The reference's text, then ours: authentication (issue 13) and
+        # the servers that work (issue 12).
         self.assertEqual(rc, ref_rc)
-        ref_lines, our_lines = ref_err.splitlines(True), err.splitlines(True)
-        self.assertEqual(our_lines[:len(ref_lines) - 1], ref_lines[:-1])
-        self.assertEqual(our_lines[-1], ref_lines[-1])
-        self.assertIn(b"change-tracking = auto|qresync|condstore|plain", err)
+        self.assertEqual(err[:len(ref_err)], ref_err)
+        self.assertIn(b"password-command = CMD", err[len(ref_err):])
+        self.assertIn(b"change-tracking = auto|qresync|condstore|plain", err[len(ref_err):])
         r = subprocess.run([OURS, "--version"], capture_output=True, timeout=30)
         self.assertEqual(r.returncode, 0)
         self.assertRegex(r.stdout.decode(), r"^interimap version \d+\.\d+\.\d+\n$")

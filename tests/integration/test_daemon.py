@@ -23,6 +23,8 @@ D = None       # ssl = yes; a second certificate for SNI name other.example
 PLAIN = None   # ssl = no (no STARTTLS), no imap_zlib, LITERAL-
 HAVE_REFERENCE = False
 WRONG_FPR = "sha256$" + "00" * 32
+OURS_ONLY = ("auth-cleartext", "password-command", "username-command", "password-command-timeout")
+CLEAR = {"auth-cleartext": "YES"}
 
 
 def setUpModule():
@@ -47,6 +49,11 @@ def compare_with_reference(testcase, section_opts, ours):
     """The reference must agree on success or failure."""
     if not HAVE_REFERENCE:
         return
+    # Options of ours the reference refuses: auth-cleartext is its
+    # behaviour (it always sends the password); the others it lacks.
+    if any(k in section_opts for k in OURS_ONLY if k != "auth-cleartext"):
+        return
+    section_opts = {k: v for k, v in section_opts.items() if k != "auth-cleartext"}
     config = h.write_config(T, {"remote": section_opts})
     ref = h.run_reference(config, "remote")
     testcase.assertEqual(ours.rc == 0, ref.rc == 0,
@@ -108,7 +115,7 @@ class Tls(unittest.TestCase):
         ok(self, D.section(type="imap"))
 
     def test_starttls_no(self):
-        ok(self, D.section(type="imap", STARTTLS="NO"), tls=False)
+        ok(self, D.section(type="imap", STARTTLS="NO", **CLEAR), tls=False)
 
     def test_starttls_not_advertised(self):
         fails(self, PLAIN.section(type="imap", STARTTLS="YES"), r"STARTTLS")

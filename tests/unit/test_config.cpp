@@ -236,9 +236,13 @@ TEST_CASE("Config::connection: defaults") {
   CHECK(o.command.empty());
   CHECK_FALSE(o.null_stderr);
   CHECK(o.starttls);
-  CHECK(o.auth == std::vector<std::string>{"PLAIN", "LOGIN"});
+  CHECK(o.auth == std::vector<std::string>{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "LOGIN"});
   CHECK_FALSE(o.username);
   CHECK_FALSE(o.password);
+  CHECK(o.username_command.empty());
+  CHECK(o.password_command.empty());
+  CHECK(o.command_timeout == 30);
+  CHECK_FALSE(o.auth_cleartext);
   CHECK(o.compress);
   CHECK_FALSE(o.keepalive);
   CHECK(o.tls.verify);
@@ -270,6 +274,10 @@ TEST_CASE("Config::connection: every option") {
       "auth = plain  Login\n"
       "password = pa=ss word\n"
       "compress = NO\n"
+      "username-command = pass show imap-user\n"
+      "password-command = gpg -dq ~/.imap-pw.gpg\n"
+      "password-command-timeout = 5\n"
+      "auth-cleartext = YES\n"
       "SSL_verify = No\n"
       "SSL_CAfile = /etc/ssl/ca.pem\n"
       "SSL_CApath = /etc/ssl/certs\n"
@@ -290,6 +298,10 @@ TEST_CASE("Config::connection: every option") {
   CHECK(o.auth == std::vector<std::string>{"PLAIN", "LOGIN"});
   CHECK(o.username == "default-user");
   CHECK(o.password == "pa=ss word");
+  CHECK(o.username_command == "pass show imap-user");
+  CHECK(o.password_command == "gpg -dq ~/.imap-pw.gpg");
+  CHECK(o.command_timeout == 5);
+  CHECK(o.auth_cleartext);
   CHECK_FALSE(o.compress);
   CHECK_FALSE(o.tls.verify);
   CHECK(o.tls.ca_file == "/etc/ssl/ca.pem");

@@ -2,6 +2,7 @@
 // (QRESYNC, CONDSTORE alone or neither, per side).  The command line of interimap(1) 0.5.7; everything else
 // is libinterimap's SyncSession.
 #include <interimap/config.hpp>
+#include <interimap/connection.hpp>
 #include <interimap/error.hpp>
 #include <interimap/log.hpp>
 #include <interimap/syncsession.hpp>
@@ -11,6 +12,8 @@
 
 #include <getopt.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -36,13 +39,29 @@ constexpr const char* kName = "interimap";
                  "  or: %s [OPTIONS] --repair [MAILBOX [..]]\n"
                  "  or: %s [OPTIONS] --delete MAILBOX [..]\n"
                  "  or: %s [OPTIONS] --rename SOURCE DEST\n"
+                 "Consult the manpage for more information.\n"
+                 // Ours: after the reference's text (test_cli compares that part).
+                 "\n"
+                 "Authentication options of a connection section (README.md, \"Authentication\"):\n"
+                 "  auth = MECH...          preferred mechanisms, the first both sides support wins;\n"
+                 "                          default SCRAM-SHA-256 SCRAM-SHA-1 PLAIN LOGIN, also CRAM-MD5,\n"
+                 "                          XOAUTH2 and OAUTHBEARER (the password is an access token)\n"
+                 "  username-command = CMD  /bin/sh -c CMD prints the username\n"
+                 "  password-command = CMD  /bin/sh -c CMD prints the password or access token; run at\n"
+                 "                          every (re)connection, without a terminal\n"
+                 "  password-command-timeout = SECONDS   time limit of both commands (default 30)\n"
+                 "  auth-cleartext = YES    allow LOGIN, PLAIN, XOAUTH2, OAUTHBEARER without TLS\n"
+                 "Gmail:          host = imap.gmail.com  auth = XOAUTH2\n"
+                 "                password-command = mutt_oauth2.py ~/.config/%s/gmail.tokens\n"
+                 "Microsoft 365:  host = outlook.office365.com  auth = XOAUTH2\n"
+                 "                password-command = mutt_oauth2.py ~/.config/%s/m365.tokens\n"
+                 "\n"
                  "Servers: each side uses the best change tracking its server offers:\n"
                  "QRESYNC (Dovecot, Cyrus/Fastmail), CONDSTORE alone (Gmail) or neither\n"
                  "(Microsoft 365, Yahoo: every known message's flags are read each run);\n"
                  "change-tracking = auto|qresync|condstore|plain in [local] or [remote]\n"
-                 "forces one.  Both servers need UIDPLUS.\n"
-                 "Consult the manpage for more information.\n",
-                 kName, kName, kName, kName);
+                 "forces one.  Both servers need UIDPLUS.\n",
+                 kName, kName, kName, kName, kName, kName);
   }
   std::exit(rv);
 }
@@ -212,19 +231,43 @@ int main(int argc, char** argv) {
     // SIGTERM, SIGINT, SIGHUP: finish the mailbox in progress, log out, exit 0.
     const interimap::StopSignals stop;
     settings.interrupted = [&stop] { return stop.received() != 0; };
-    interimap::SyncSession session(std::move(settings), logger);
-    try {
-      session.open();
-      if (watch)
-        interimap::watch(session, interimap::WatchOptions{*watch, notify}, stop, logger);
-      else if (stop.received() == 0)
-        session.run();
-    } catch (const interimap::Error& e) {
-      report(logger, e);
+    // --watch / --notify: a server ending the session (its OAuth access
+    // token expired, say) is answered with a new session, whose
+    // connections run password-command again for a fresh secret; at most
+    // one such reconnection every kReconnectInterval, and only for a side
+    // whose secret comes from a command.
+    constexpr auto kReconnectInterval = std::chrono::seconds(30);
+    std::optional<std::chrono::steady_clock::time_point> last_reconnect;
+    auto reconnectable = [&](const interimap::Error& e) {
+      if (!watch || stop.received() != 0 || !interimap::may_be_expired_session(e)) return false;
+      if (last_reconnect && std::chrono::steady_clock::now() - *last_reconnect < kReconnectInterval) return false;
+      return std::any_of(settings.connections.begin(), settings.connections.end(), [&](const auto& c) {
+        return c.name == e.component() && !c.password_command.empty();
+      });
+    };
+    while (true) {
+      interimap::SyncSession session(settings, logger);
+      try {
+        session.open();
+        if (watch)
+          interimap::watch(session, interimap::WatchOptions{*watch, notify}, stop, logger);
+        else if (stop.received() == 0)
+          session.run();
+      } catch (const interimap::Error& e) {
+        if (reconnectable(e)) {
+          logger.warning(e.component(),
+                         std::string(e.message()) + "; reconnecting (password-command runs again)");
+          session.close();
+          last_reconnect = std::chrono::steady_clock::now();
+          continue;
+        }
+        report(logger, e);
+        session.close();
+        return 1;
+      }
       session.close();
-      return 1;
+      break;
     }
-    session.close();
   } catch (const interimap::ConfigError& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;

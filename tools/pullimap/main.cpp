@@ -4,6 +4,7 @@
 // arguments, --opt=VALUE or --opt VALUE, bundled short options), the same
 // configuration file; the work is PullSession's.
 #include <interimap/config.hpp>
+#include <interimap/connection.hpp>
 #include <interimap/error.hpp>
 #include <interimap/log.hpp>
 #include <interimap/pullsession.hpp>
@@ -13,6 +14,8 @@
 
 #include <signal.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -35,7 +38,22 @@ constexpr const char* kName = "pullimap";
     std::fprintf(stderr,
                  "Options: --config=FILE  --idle[=SECONDS]  --no-delivery  -q, --quiet  --debug (repeatable)\n"
                  "         -h, --help  --version\n"
-                 "Consult the manpage for more information.\n");
+                 "Consult the manpage for more information.\n"
+                 "\n"
+                 "Authentication options of a connection section (README.md, \"Authentication\"):\n"
+                 "  auth = MECH...          preferred mechanisms, the first both sides support wins;\n"
+                 "                          default SCRAM-SHA-256 SCRAM-SHA-1 PLAIN LOGIN, also CRAM-MD5,\n"
+                 "                          XOAUTH2 and OAUTHBEARER (the password is an access token)\n"
+                 "  username-command = CMD  /bin/sh -c CMD prints the username\n"
+                 "  password-command = CMD  /bin/sh -c CMD prints the password or access token; run at\n"
+                 "                          every (re)connection, without a terminal\n"
+                 "  password-command-timeout = SECONDS   time limit of both commands (default 30)\n"
+                 "  auth-cleartext = YES    allow LOGIN, PLAIN, XOAUTH2, OAUTHBEARER without TLS\n"
+                 "Gmail:          host = imap.gmail.com  auth = XOAUTH2\n"
+                 "                password-command = mutt_oauth2.py ~/.config/%s/gmail.tokens\n"
+                 "Microsoft 365:  host = outlook.office365.com  auth = XOAUTH2\n"
+                 "                password-command = mutt_oauth2.py ~/.config/%s/m365.tokens\n",
+                 kName, kName);
   std::exit(status);
 }
 
@@ -143,8 +161,26 @@ int main(int argc, char** argv) {
     // process at once.  SIGHUP keeps its default action.
     stop.emplace({SIGTERM, SIGINT});
     options.interrupted = [&stop] { return stop->received() != 0; };
-    interimap::PullSession session(std::move(options), logger);
-    session.run();
+    // --idle: a server ending the session (its OAuth access token
+    // expired, say) is answered with a new session, whose connection runs
+    // password-command again for a fresh secret; at most one such
+    // reconnection every 30 s, and only with a password-command.
+    std::optional<std::chrono::steady_clock::time_point> last_reconnect;
+    while (true) {
+      interimap::PullSession session(options, logger);
+      try {
+        session.run();
+      } catch (const interimap::Error& e) {
+        const auto now = std::chrono::steady_clock::now();
+        if (!options.idle || stop->received() != 0 || options.connection.password_command.empty() ||
+            !interimap::may_be_expired_session(e) || (last_reconnect && now - *last_reconnect < std::chrono::seconds(30)))
+          throw;
+        logger.warning(e.component(), std::string(e.message()) + "; reconnecting (password-command runs again)");
+        last_reconnect = now;
+        continue;
+      }
+      break;
+    }
     // As interimap(1): SIGTERM is a normal end, SIGINT an interruption.
     return stop->received() == SIGINT ? 1 : 0;
   } catch (const std::exception& e) {

@@ -972,7 +972,9 @@ class DovecotDaemon(ImapInspector):
 
     def section(self, type="imaps", **options):
         """Options of a config section reaching this daemon as the default
-        user: type imaps (with SSL_CAfile) or imap (STARTTLS, with SSL_CAfile)."""
+        user: type imaps (with SSL_CAfile) or imap (STARTTLS, with SSL_CAfile).
+        Without ssl: STARTTLS = NO and auth-cleartext = YES (pass
+        **{"auth-cleartext": None} to see the refusal)."""
         opts = {"type": type, "host": self.host,
                 "port": str(self.imaps_port if type == "imaps" else self.imap_port),
                 "username": self.user, "password": self.password}
@@ -980,6 +982,7 @@ class DovecotDaemon(ImapInspector):
             opts["SSL_CAfile"] = self.cert
         else:
             opts["STARTTLS"] = "NO"
+            opts["auth-cleartext"] = "YES"
         opts.update(options)
         return {k: v for k, v in opts.items() if v is not None}
 
