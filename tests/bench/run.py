@@ -12,6 +12,11 @@ ours/reference, the floor (what the two Dovecot processes alone need for
 the same work, driven by a minimal pipelined Python client) and whether
 each target of issue 6 holds.  Raw results go to --json.
 
+The gmail-* and m365-* scenarios (issue 12) run the same data against a
+remote advertising only Gmail's or Microsoft 365's capabilities, with
+mbsync (isync) on the same data and server and ours on a QRESYNC remote
+as the other columns (the reference cannot run there).
+
 Measures, per run: wall time; CPU time (user+sys) of the sync process
 alone (read from /proc/PID/stat while it is a zombie, so the tunnels'
 Dovecot processes it reaped are not counted); peak RSS (VmHWM, sampled
