@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""relay.py OUT.json -- COMMAND...: runs COMMAND with pipes, copies our
-stdin to it and its stdout to ours, and counts the bytes each way.
+"""relay.py OUT.json [--c2s FILE] -- COMMAND...: runs COMMAND with pipes,
+copies our stdin to it and its stdout to ours, and counts the bytes each
+way.  --c2s FILE: also copies what the client writes to FILE (the commands
+it sends, for the trimmed-remote scenarios' command summary).
 
 Bytes are grouped in bursts: a burst starts when the client writes after
 at least GAP seconds of silence from it (a --watch poll, for instance).
@@ -23,7 +25,12 @@ GAP = 0.4
 
 def main():
     out = sys.argv[1]
-    argv = sys.argv[3:] if sys.argv[2] == "--" else sys.argv[2:]
+    rest = sys.argv[2:]
+    trace = None
+    if rest[:1] == ["--c2s"]:
+        trace = open(rest[1], "ab")
+        rest = rest[2:]
+    argv = rest[1:] if rest[:1] == ["--"] else rest
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
     lock = threading.Lock()
     state = {"c2s": 0, "s2c": 0, "bursts": []}
@@ -50,6 +57,8 @@ def main():
                 last_c2s[0] = now
                 state["c2s"] += len(data)
                 state["bursts"][-1][1] += len(data)
+                if trace:
+                    trace.write(data)
             try:
                 _write_all(fd_out, data)
             except BrokenPipeError:
@@ -90,6 +99,8 @@ def main():
     proc.wait()
     with lock:
         dump()
+        if trace:
+            trace.close()
     sys.exit(proc.returncode)
 
 

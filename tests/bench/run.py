@@ -12,6 +12,11 @@ ours/reference, the floor (what the two Dovecot processes alone need for
 the same work, driven by a minimal pipelined Python client) and whether
 each target of issue 6 holds.  Raw results go to --json.
 
+The gmail-* and m365-* scenarios (issue 12) run the same data against a
+remote advertising only Gmail's or Microsoft 365's capabilities, with
+mbsync (isync) on the same data and server and ours on a QRESYNC remote
+as the other columns (the reference cannot run there).
+
 Measures, per run: wall time; CPU time (user+sys) of the sync process
 alone (read from /proc/PID/stat while it is a zombie, so the tunnels'
 Dovecot processes it reaped are not counted); peak RSS (VmHWM, sampled
@@ -53,10 +58,29 @@ TIME = "/usr/bin/time"  # Debian's time package: per-server CPU
 MiB = 1024 * 1024
 
 ALL_SCENARIOS = ["first-copy", "noop", "incremental", "noop-200", "mailbox-2000", "mailbox-20000",
-                 "watch-idle", "pullimap"]
+                 "watch-idle", "pullimap"]  # + TRIMMED_SCENARIOS, below
 # Not run by default (--scenarios names them): the 10 x 1000 store of the
 # sync issue's closing figures.
 EXTRA_SCENARIOS = ["first-copy-10", "noop-10"]
+
+MBSYNC = "/usr/bin/mbsync"  # isync: the peer on the trimmed remotes
+# The trimmed remotes of issue 12: a Dovecot store advertising what Gmail
+# (CONDSTORE without QRESYNC) or Microsoft 365 (plain: no CONDSTORE, QRESYNC,
+# LIST-EXTENDED, LIST-STATUS, ENABLE, ESEARCH) advertise, from the
+# integration harness's lists.  COMPRESS=DEFLATE is left out of the Gmail
+# one: the bench's tunnels are `doveadm exec imap`, which does not load
+# imap_zlib, and every scenario measures uncompressed traffic.
+TRIMMED = {
+    "gmail": ("CONDSTORE-only remote (Gmail-like)",
+              " ".join(c for c in h.GMAIL_LIKE.split() if not c.upper().startswith("COMPRESS="))),
+    "m365": ("plain remote (Microsoft-365-like)", h.M365_LIKE),
+}
+TRIMMED_SCENARIOS = [f"{m}-{k}" for m in TRIMMED for k in ("first-copy", "noop", "incremental")]
+ALL_SCENARIOS += TRIMMED_SCENARIOS  # about 4 minutes of the default run
+# A no-op or incremental run on the trimmed remotes takes 0.1-0.3 s: they
+# run at least this many times per column (medians of 3 are mostly noise
+# on a shared machine).
+TRIMMED_MIN_REPS = 5
 
 
 def log(msg):
@@ -195,6 +219,7 @@ class Bench:
         self.home = self.tdir.sub("home")
         self.run_no = 0
         self.time_tunnels = False
+        self.trace = False  # relay.py --c2s around each tunnel: the commands sent
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.home,
                     "XDG_CONFIG_HOME": os.path.join(self.home, ".config"),
                     "XDG_DATA_HOME": os.path.join(self.home, ".local/share"), "LANG": "C.UTF-8"}
@@ -242,7 +267,10 @@ class Bench:
             # Each server's CPU time (the tunnel command and the imap
             # process it becomes), for server_cpu_run().
             cmd = f"{TIME} -o {base}-{side}.time -f '%e %U %S' {cmd}"
-        if self.args.relay:
+        if self.trace:
+            cmd = (f"{sys.executable} {os.path.join(HERE, 'relay.py')} {base}-{side}.json "
+                   f"--c2s {base}-{side}.c2s -- {cmd}")
+        elif self.args.relay:
             cmd = f"{sys.executable} {os.path.join(HERE, 'relay.py')} {base}-{side}.json -- {cmd}"
         return cmd
 
@@ -259,9 +287,15 @@ class Bench:
         conf = self.interimap_config(base, local, remote, db)
         argv = [self.impls[impl], f"--config={conf}"] + list(extra)
         r = measure(argv, self.env, base + ".out", timeout=timeout)
+        return self._finish(r, base, impl, label)
+
+    def _finish(self, r, base, impl, label):
+        r["base"] = base
         r["bytes_local"] = dovecot_bytes(base + "-local.log")
         r["bytes_remote"] = dovecot_bytes(base + "-remote.log")
-        if self.args.relay:
+        if r["bytes_local"] is not None and r["bytes_remote"] is not None:
+            r["bytes_total"] = r["bytes_local"] + r["bytes_remote"]
+        if self.args.relay and not self.trace:
             r["relay_bytes_local"] = relay_bytes(base + "-local.json")
             r["relay_bytes_remote"] = relay_bytes(base + "-remote.json")
         r["load"] = loadavg()
@@ -269,6 +303,50 @@ class Bench:
             r["error"] = last_error(base + ".out")
             log(f"{impl} {label}: exit {r['rc']}: {r['error']} (see {base}.out)")
         return r
+
+    def mbsync_config(self, base, local, remote, state):
+        """An mbsyncrc: IMAP on both sides through the same tunnels as ours,
+        every mailbox, both directions, expunges propagated, INTERNALDATE
+        kept (as interimap does)."""
+        lines = ["FSync no", ""]
+        for name, store, side in (("far", remote, "remote"), ("near", local, "local")):
+            cmd = self.tunnel_command(store, base, side)
+            assert '"' not in cmd
+            lines += [f"IMAPStore {name}", f'Tunnel "{cmd}"', ""]
+        lines += ["Channel bench", "Far :far:", "Near :near:", "Patterns *", "Create Both", "Expunge Both",
+                  "Sync All", "CopyArrivalDate yes", f"SyncState {state.mail}/", ""]
+        path = base + ".mbsyncrc"
+        with open(path, "w") as f:
+            f.write("\n".join(lines))
+        return path
+
+    def run_mbsync(self, label, local, remote, state, timeout=1800):
+        base = self.next_logs(f"{label}-mbsync")
+        os.makedirs(state.mail, exist_ok=True)
+        # mbsync does not reap its tunnels (wait4 does not see their CPU):
+        # /usr/bin/time around each gives it, added to "CPU incl. tunnels".
+        timed = self.time_tunnels
+        self.time_tunnels = os.access(TIME, os.X_OK)
+        try:
+            conf = self.mbsync_config(base, local, remote, state)
+        finally:
+            timed, self.time_tunnels = self.time_tunnels, timed
+        r = measure([MBSYNC, "-c", conf, "-a"], self.env, base + ".out", timeout=timeout)
+        if timed:
+            cpu = []
+            for side in ("local", "remote"):
+                deadline = time.monotonic() + 3  # the tunnel may outlive mbsync a little
+                t = read_time(f"{base}-{side}.time")
+                while t is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    t = read_time(f"{base}-{side}.time")
+                cpu.append(t[1] if t else None)
+            if None not in cpu:
+                r["tunnels_cpu"] = sum(cpu)
+                r["cpu_tree"] = r["cpu"] + sum(cpu)
+            else:
+                r["cpu_tree"] = None
+        return self._finish(r, base, "mbsync", label)
 
 
 def read_time(path):
@@ -872,6 +950,316 @@ def sc_watch(ctx, name, key, plan, tag, title):
     return sc
 
 
+# ---------------------------------------------------------------------------
+# Trimmed remotes (issue 12): ours against a CONDSTORE-only or plain remote,
+# beside mbsync on the same data and server, and beside ours on the full
+# (QRESYNC) remote with the same data
+
+TRIMMED_COLS = ["ours", "mbsync", "qresync"]
+
+
+class ImapBinaryStore(h.TunnelStore):
+    """A store whose bench tunnel is Dovecot's imap binary itself: `doveadm
+    exec imap` ignores imap_capability (it advertises everything), so a
+    trimmed store cannot be reached through it."""
+
+    @property
+    def doveadm_command(self):
+        return self.command
+
+
+class StateDir:
+    """mbsync's SyncState directory, snapshotted and restored like a store."""
+
+    def __init__(self, path):
+        self.name = os.path.basename(path)
+        self.mail = path
+
+
+class DoveadmForm:
+    """A store seen through its `doveadm exec imap` tunnel, which ignores
+    imap_literal_minus: apply_changes() APPENDs with LITERAL+ literals."""
+
+    def __init__(self, store):
+        self.command = h.TunnelStore.doveadm_command.fget(store)
+
+
+class RemoteVariant:
+    """The template `key`'s data behind a remote of its own, reached through
+    the imap binary and advertising TRIMMED[mode]'s capabilities (mode
+    "qresync": Dovecot's own), synchronized with the template's local by
+    ours or mbsync; snapshots '<key>-<mode>[-synced|-incremental]-<tool>'."""
+
+    def __init__(self, ctx, mode, key, plan, tag):
+        self.ctx, self.b = ctx, ctx.bench
+        self.mode, self.key, self.plan, self.tag = mode, key, plan, tag
+        self.tkey = tkey = f"{key}-{mode}"
+        self.local, full, _ = ctx.template(key, plan, tag)
+        b = self.b
+        if tkey not in ctx.stores:
+            tr = ImapBinaryStore(b.tdir, f"{tkey}-remote", fmt="mdbox", compress=False,
+                                 capabilities=TRIMMED[mode][1] if mode in TRIMMED else None)
+            d = os.path.join(b.snaps, tkey)
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+            subprocess.run(["cp", "-a", os.path.join(b.snaps, key, full.name), os.path.join(d, tr.name)],
+                           check=True)
+            if os.path.exists(os.path.join(b.snaps, key, self.local.name)):
+                subprocess.run(["cp", "-a", os.path.join(b.snaps, key, self.local.name), d], check=True)
+            ctx.stores[tkey] = (self.local, tr, os.path.join(b.root, f"{tkey}.db"),
+                                StateDir(os.path.join(b.root, f"{tkey}-mbsync-state")))
+        _, self.remote, self.db, self.state = ctx.stores[tkey]
+
+    def restore(self, tool, snap):
+        if tool == "mbsync":
+            self.b.restore(snap, [self.remote, self.local, self.state])
+        else:
+            self.b.restore(snap, [self.remote, self.local], self.db)
+
+    def snap(self, tool, snap):
+        if tool == "mbsync":
+            self.b.snap(snap, [self.remote, self.local, self.state])
+        else:
+            self.b.snap(snap, [self.remote, self.local], self.db)
+
+    def run(self, tool, label):
+        if tool == "mbsync":
+            return self.b.run_mbsync(label, self.local, self.remote, self.state)
+        return self.b.run_interimap("ours", label, self.local, self.remote, self.db)
+
+    def synced_name(self, tool):
+        return f"{self.tkey}-synced-{tool}"
+
+    def synced(self, tool):
+        """The snapshot after a first copy by tool (made now if missing)."""
+        snap = self.synced_name(tool)
+        if not os.path.exists(os.path.join(self.b.snaps, snap)):
+            self.restore(tool, self.tkey)
+            r = self.run(tool, f"{self.tkey}-initial")
+            if r["rc"] != 0:
+                return None
+            self.snap(tool, snap)
+        return snap
+
+    def incremental(self, tool):
+        """The snapshot after tool's first copy and the incremental scenario's
+        changes on both sides (chosen by Message-ID: the same for every tool)."""
+        snap = f"{self.tkey}-incremental-{tool}"
+        if not os.path.exists(os.path.join(self.b.snaps, snap)):
+            synced = self.synced(tool)
+            if synced is None:
+                return None
+            self.restore(tool, synced)
+            apply_changes(DoveadmForm(self.remote), self.b.args.seed, "remote", list(self.plan)[:10])
+            apply_changes(DoveadmForm(self.local), self.b.args.seed, "local", list(self.plan)[:10])
+            self.snap(tool, snap)
+        return snap
+
+
+def c2s_commands(path):
+    """{command name: count} from what a client wrote (relay.py --c2s),
+    literals skipped; 'UID FETCH' etc. counted as one name."""
+    counts = {}
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return counts
+    i, n, start = 0, len(data), True
+    while i < n:
+        j = data.find(b"\r\n", i)
+        if j < 0:
+            j = n
+        line = data[i:j]
+        if start:
+            words = line.split(b" ", 3)
+            if len(words) >= 2:
+                name = words[1].upper()
+                if name == b"UID" and len(words) >= 3:
+                    name += b" " + words[2].upper()
+                if name.isalpha() or name.startswith(b"UID "):
+                    name = name.decode()
+                    counts[name] = counts.get(name, 0) + 1
+        m = _LIT_END.search(line)
+        if m:
+            i = j + 2 + int(m.group(1))  # the literal, then the command goes on
+            start = False
+        else:
+            i = j + 2
+            start = True
+    return counts
+
+
+_LIT_END = re.compile(rb"\{(\d+)\+?\}$")
+
+
+def fmt_commands(counts):
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def sc_trimmed(ctx, name, mode, kind, key, plan, tag):
+    b = ctx.bench
+    what = {"first-copy": f"first copy, {len(plan)} mailboxes x {next(iter(plan.values()))} messages",
+            "noop": "no-op run on the synchronized stores",
+            "incremental": f"incremental: changes on both sides in 10 of the {len(plan)} mailboxes"}[kind]
+    sc = Scenario(name, f"{TRIMMED[mode][0]}, {what}")
+    sc.runs = {c: [] for c in ["ours", "reference"] + TRIMMED_COLS[1:]}
+    t = RemoteVariant(ctx, mode, key, plan, tag)
+    q = RemoteVariant(ctx, "qresync", key, plan, tag)
+    cols = {"ours": (t, "ours"), "mbsync": (t, "mbsync"), "qresync": (q, "ours")}
+    sc.info.update(ctx.seeded[key])
+    sc.info["load_start"] = loadavg()
+    sc.notes.append(f"remote advertises: {TRIMMED[mode][1]}")
+    sc.notes.append("reference: '-' (it requires QRESYNC); qresync: ours on a remote with Dovecot's own "
+                    "capabilities, same data, same tunnel form (the imap binary: `doveadm exec imap` ignores "
+                    "imap_capability); mbsync: isync on the trimmed remote (IMAP both sides, same tunnels)")
+    if kind == "first-copy":
+        snaps = {c: v.tkey for c, (v, tool) in cols.items()}
+    elif kind == "noop":
+        snaps = {c: v.synced(tool) for c, (v, tool) in cols.items()}
+    else:
+        snaps = {c: v.incremental(tool) for c, (v, tool) in cols.items()}
+        sc.info["changes"] = ("10 mailboxes, on each side: 5% of messages with a flag change, 2% expunged, "
+                              "20 new messages")
+    reps = b.args.reps if kind == "first-copy" else max(b.args.reps, TRIMMED_MIN_REPS)
+    for rep in range(reps):
+        for col in TRIMMED_COLS[rep % 3:] + TRIMMED_COLS[:rep % 3]:
+            v, tool = cols[col]
+            if snaps[col] is None:
+                sc.runs[col].append({"rc": "no synced state (first copy failed)", "wall": None})
+                continue
+            v.restore(tool, snaps[col])
+            r = v.run(tool, f"{name}-{col}")
+            if kind != "noop" and r["rc"] == 0:
+                r["check"] = check_synced(v.local, v.remote)
+                if r["check"]:
+                    log(f"{col} {name}: {r['check']}")
+            sc.runs[col].append(r)
+            if kind == "first-copy" and rep == reps - 1 and r["rc"] == 0 and not r.get("check"):
+                v.snap(tool, v.synced_name(tool))  # for the no-op and incremental scenarios
+            log(f"{name} {col}: wall {r['wall']:.3f}s cpu {r['cpu']:.3f}s rss {r['rss_kib'] / 1024:.1f}MiB "
+                f"bytes L {r['bytes_local']} R {r['bytes_remote']} rc {r['rc']} {r.get('check', '')}")
+    if kind == "first-copy":
+        run_floor(b, sc, lambda: floor_copy(b, t.local, t.remote), lambda: b.restore(t.tkey, [t.remote, t.local]),
+                  reps)
+        sc.notes.append("floor: the pipelined Python FETCH + MULTIAPPEND over the same tunnels (the trimmed "
+                        "server still executes what it does not advertise)")
+    else:
+        # One more run of each column, untimed: the commands sent (relay.py
+        # --c2s), then each Dovecot server's CPU time (/usr/bin/time).
+        for col in TRIMMED_COLS:
+            v, tool = cols[col]
+            if snaps[col] is None:
+                continue
+            v.restore(tool, snaps[col])
+            b.trace = True
+            try:
+                r = v.run(tool, f"{name}-{col}-trace")
+            finally:
+                b.trace = False
+            if r["rc"] == 0:
+                for side in ("remote", "local"):
+                    cmds = c2s_commands(f"{r['base']}-{side}.c2s")
+                    sc.info[f"commands_{side}_{col}"] = cmds
+                    sc.notes.append(f"{col}: commands sent to the {side} server: {fmt_commands(cmds)}")
+            if os.access(TIME, os.X_OK):
+                v.restore(tool, snaps[col])
+                b.time_tunnels = True
+                try:
+                    r = v.run(tool, f"{name}-{col}-servercpu")
+                finally:
+                    b.time_tunnels = False
+                for side in ("local", "remote"):
+                    tt = read_time(f"{r['base']}-{side}.time")
+                    if tt and r["rc"] == 0:
+                        sc.info[f"server_cpu_{side}_{col}"] = tt[1]
+        cpu = [(c, sc.info.get(f"server_cpu_local_{c}"), sc.info.get(f"server_cpu_remote_{c}"))
+               for c in TRIMMED_COLS]
+        if any(lc is not None for _, lc, _ in cpu):
+            sc.notes.append(f"Dovecot CPU (one more run, {TIME} around each tunnel), local/remote: " + "; ".join(
+                f"{c} {fmt(lc, 's')}/{fmt(rc, 's')} s" for c, lc, rc in cpu))
+    sc.info["load_end"] = loadavg()
+    return sc
+
+
+def trimmed_table(sc):
+    m = sc.med
+    out = [f"== {sc.name}: {sc.title}"]
+    info = ", ".join(f"{k} {v}" for k, v in sc.info.items() if not k.startswith(("commands_", "server_cpu_")))
+    if info:
+        out.append(f"   ({info})")
+    out.append(f"   {'metric':<26}{'ours':>10}{'reference':>10}{'mbsync':>10}{'ours/mb':>8}{'qresync':>10}"
+               f"{'ours/qr':>8}{'floor':>10}{'ours/fl':>8}")
+    rows = [("wall time (s)", "wall", "s", 1), ("CPU user+sys (s)", "cpu", "s", 1),
+            ("CPU incl. reaped tunnels (s)", "cpu_tree", "s", 1), ("peak RSS (MiB)", "rss_kib", "MiB", 1024),
+            ("bytes local (KiB)", "bytes_local", "KiB", 1024), ("bytes remote (KiB)", "bytes_remote", "KiB", 1024),
+            ("bytes total (KiB)", "bytes_total", "KiB", 1024)]
+    for label, key, unit, div in rows:
+        def v(who):
+            x = m(who, key) if sc.runs.get(who) is not None or who == "floor" else None
+            return x / div if x is not None else None
+        fl = v("floor") if key in ("wall", "bytes_local", "bytes_remote") else (
+            m("floor", "dovecot_cpu") if key == "cpu_tree" else None)
+        if key == "bytes_total" and m("floor", "bytes_local") is not None and m("floor", "bytes_remote") is not None:
+            fl = (m("floor", "bytes_local") + m("floor", "bytes_remote")) / 1024
+        o, mb, q = v("ours"), v("mbsync"), v("qresync")
+        rm, rq, rf = ratio(o, mb), ratio(o, q), ratio(o, fl)
+        out.append(f"   {label[:26]:<26}{fmt(o, unit):>10}{'-':>10}{fmt(mb, unit):>10}{fmt(rm) if rm else '-':>8}"
+                   f"{fmt(q, unit):>10}{fmt(rq) if rq else '-':>8}{fmt(fl, unit):>10}{fmt(rf) if rf else '-':>8}")
+    for who, rs in sc.runs.items():
+        bad = [r for r in rs if r.get("rc", 0) != 0 or r.get("check")]
+        if bad:
+            r = bad[-1]
+            out.append(f"   !! {who}: {len(bad)}/{len(rs)} runs failed: rc {r.get('rc')} "
+                       f"{r.get('error', '') or r.get('check', '')}")
+    for text, ok in sc.checks:
+        out.append(f"   target {'OK  ' if ok else ('MISS' if ok is not None else 'n/a ')} {text}")
+    for n in sc.notes:
+        out.append(f"   note: {n}")
+    return "\n".join(out)
+
+
+def evaluate_trimmed(sc):
+    m = sc.med
+    mode, kind = sc.name.split("-", 1)
+    o_w, q_w, mb_w, f_w = m("ours", "wall"), m("qresync", "wall"), m("mbsync", "wall"), m("floor", "wall")
+    o_b, mb_b = m("ours", "bytes_total"), m("mbsync", "bytes_total")
+    if mode == "gmail" and kind == "noop":
+        check(sc, "wall <= 1.3x the QRESYNC no-op's (ours, full remote, same data)", lambda: o_w <= 1.3 * q_w)
+    if mode == "gmail" and kind == "incremental":
+        check(sc, "wall <= 1.5x the QRESYNC incremental's (ours, full remote, same data)",
+              lambda: o_w <= 1.5 * q_w)
+    if mode == "m365" and kind in ("noop", "incremental"):
+        check(sc, "wall < mbsync's (same data, same server)", lambda: o_w < mb_w)
+        check(sc, "bytes exchanged < mbsync's", lambda: o_b < mb_b)
+    if mode == "m365" and kind == "first-copy":
+        check(sc, "wall <= 1.5x the floor", lambda: o_w <= 1.5 * f_w)
+
+
+def noop_bytes_summary(scs):
+    """The issue's closing note: bytes per no-op run for each mode, next to
+    mbsync's (local+remote; the remote's alone in parentheses)."""
+    by = {s.name: s for s in scs}
+    lines = []
+
+    def b(sc, who):
+        t, r = sc.med(who, "bytes_total"), sc.med(who, "bytes_remote")
+        if t is None and sc.med(who, "bytes_local") is not None and r is not None:
+            t = sc.med(who, "bytes_local") + r
+        return "-" if t is None else f"{t / 1024:.1f} KiB ({r / 1024:.1f} KiB remote)"
+    for name, label in (("gmail-noop", "CONDSTORE-only remote"), ("m365-noop", "plain remote")):
+        sc = by.get(name)
+        if sc is None:
+            continue
+        if not lines:
+            lines.append(f"   {'QRESYNC remote (ours):':<31}{b(sc, 'qresync')}")
+        lines.append(f"   {label + ' (ours):':<31}{b(sc, 'ours')};  mbsync: {b(sc, 'mbsync')}")
+    if not lines and "noop" in by:
+        lines.append(f"   {'QRESYNC remote (ours):':<31}{b(by['noop'], 'ours')}")
+    return ("== bytes per no-op run (local+remote; medians), 20 mailboxes x 1000 messages\n" + "\n".join(lines)) \
+        if lines else ""
+
+
 # --- pullimap
 
 @with_dovecot_cpu
@@ -1125,6 +1513,10 @@ def report(scs):
     by = {s.name: s for s in scs}
     for sc in scs:
         m = sc.med
+        if sc.name in TRIMMED_SCENARIOS:
+            evaluate_trimmed(sc)
+            parts.append(trimmed_table(sc))
+            continue
         if sc.name == "watch-idle":
             rows = [("polls in window", m("ours", "polls"), m("reference", "polls"), None, ""),
                     ("CPU per poll (ms)", ms(m("ours", "cpu_per_poll")), ms(m("reference", "cpu_per_poll")),
@@ -1158,6 +1550,9 @@ def report(scs):
         else:
             evaluate(sc)
         parts.append(table(sc, rows))
+    summary = noop_bytes_summary(scs)
+    if summary:
+        parts.append(summary)
     return "\n\n".join(parts)
 
 
@@ -1173,7 +1568,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one repetition, smaller data where noted")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3, --quick 1)")
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
-                    help="comma-separated subset of: " + ", ".join(ALL_SCENARIOS))
+                    help="comma-separated subset of: " + ", ".join(ALL_SCENARIOS + EXTRA_SCENARIOS))
     ap.add_argument("--ours", default=None, help="our interimap (default: build dir guess)")
     ap.add_argument("--ours-pullimap", default=None, help="our pullimap (default: next to --ours)")
     ap.add_argument("--seed", type=int, default=20261122)
@@ -1200,9 +1595,12 @@ def main():
             sys.exit(f"run.py: {tool}: not an executable")
     h.require("dovecot", "doveadm", "dovecot-imap")
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    known = ALL_SCENARIOS + EXTRA_SCENARIOS
     for s in wanted:
-        if s not in ALL_SCENARIOS + EXTRA_SCENARIOS:
-            sys.exit(f"run.py: unknown scenario {s!r} (known: {', '.join(ALL_SCENARIOS + EXTRA_SCENARIOS)})")
+        if s not in known:
+            sys.exit(f"run.py: unknown scenario {s!r} (known: {', '.join(known)})")
+    if any(s in TRIMMED_SCENARIOS for s in wanted) and not os.access(MBSYNC, os.X_OK):
+        log(f"{MBSYNC} not found (package isync): its column will show failures")
 
     bench = Bench(args)
     ctx = Context(bench)
@@ -1220,7 +1618,7 @@ def main():
                   ["dovecot", "--version"], capture_output=True, text=True).stdout.strip()}
     log(f"ours: {args.ours}; reference: {REF_INTERIMAP}; reps {args.reps}; data in {bench.root}")
     results = []
-    for s in ALL_SCENARIOS + EXTRA_SCENARIOS:
+    for s in known:
         if s not in wanted:
             continue
         log(f"--- scenario {s} (load {loadavg()})")
@@ -1248,6 +1646,9 @@ def main():
                 sc = sc_watch(ctx, s, "m20", p20, "m20", "--watch=1 idle loop on 20 synced mailboxes")
             elif s == "pullimap":
                 sc = sc_pullimap(ctx, s, "pullimap: INBOX to LMTP")
+            elif s in TRIMMED_SCENARIOS:
+                mode, kind = s.split("-", 1)
+                sc = sc_trimmed(ctx, s, mode, kind, "m20", p20, "m20")
         except Exception as e:
             import traceback
             traceback.print_exc()
