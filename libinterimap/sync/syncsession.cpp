@@ -115,7 +115,9 @@ void SyncSession::Impl::run() {
     case SyncMode::Sync:
       // A --watch poll: the servers said what they said last time and the
       // database is as the last pass, a no-op, left it: nothing to do.
-      if (same && generation == noop_generation) {
+      // (Not with a plain side: its flag changes show in no listing.)
+      if (same && generation == noop_generation && ctx.tracking[0] != ChangeTracking::Plain &&
+          ctx.tracking[1] != ChangeTracking::Plain) {
         if (ctx.debugging())
           for (Side s : kSides) ctx.debug(to_string(s), "Clean state!");
         break;

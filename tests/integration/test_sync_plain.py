@@ -31,7 +31,9 @@ option, through the same gates: it passes with today's engine.
 """
 
 import os
+import signal
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -126,6 +128,28 @@ class Switch(unittest.TestCase):
         m.add("local", "INBOX", s.msgs(f"sw-l{i}", 2, ["\\Seen"]))
         m.add("remote", "INBOX", s.msgs(f"sw-r{i}", 2))
         m.add("remote" if i % 2 else "local", "Box", s.msgs(f"sw-box{i}", 1, ["$B"]))
+
+
+class PlainWatch(unittest.TestCase):
+    def test_watch_sees_flag_changes_of_a_plain_side(self):
+        """--watch: a poll whose listing is the same as the last one skips
+        the pass, except with a plain side, whose flag changes show in no
+        listing: a remote flag change still reaches the local side."""
+        p = s.Pair(T, "plain-watch", remote_caps=h.M365_LIKE)
+        p.seed("remote", {"INBOX": s.msgs("w", 3)}, create=False)
+        s.assert_ok(p.run())
+        proc = p.spawn("--watch=1")
+        try:
+            time.sleep(2.5)  # a few polls with nothing to do
+            with h.Imap(p.remote) as c:
+                c.flag("INBOX", [2], "+FLAGS", ["\\Flagged"])
+            h.wait_until("the remote flag change to reach the local side under --watch",
+                         lambda: any("\\Flagged" in f for f, _ in p.side_snapshot("local")["INBOX"].values()),
+                         timeout=15)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        self.assertEqual(proc.returncode, 0)
 
 
 if __name__ == "__main__":
