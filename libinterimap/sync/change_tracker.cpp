@@ -41,6 +41,7 @@ class ModseqTracker final : public ChangeTracker {
   void appended(const std::vector<uint32_t>& uids) override { inner_->appended(uids); }
   void stored(const UidSet& uids, const std::string& flags) override { inner_->stored(uids, flags); }
   void expunged(const UidSet& uids) override { inner_->expunged(uids); }
+  void known_flags(uint32_t uid, const std::string& flags) override { inner_->known_flags(uid, flags); }
   void save(StateDB& db, Mailbox& mailbox, MailboxId idx, Side side) override {
     inner_->save(db, mailbox, idx, side);
     if (plain_) db.clear_synced_flags(idx, side);

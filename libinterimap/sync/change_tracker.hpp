@@ -54,6 +54,9 @@ class ChangeTracker {
   // expunged.
   virtual void stored(const UidSet& /*uids*/, const std::string& /*flags*/) {}
   virtual void expunged(const UidSet& /*uids*/) {}
+  // The flags a message of the side had when the run read it (a new
+  // message it copies) or made it (a copy it appended).
+  virtual void known_flags(uint32_t /*uid*/, const std::string& /*flags*/) {}
   // In the transaction that records the side's new clean state: what the
   // tracker keeps in the database (the plain tracker's flags).
   virtual void save(StateDB& /*db*/, Mailbox& /*mailbox*/, MailboxId /*idx*/, Side /*side*/) {}

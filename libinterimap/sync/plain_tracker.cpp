@@ -23,8 +23,10 @@ class PlainTracker final : public ChangeTracker {
     synced_.clear();
     mapped_.clear();
     current_.clear();
-    own_.clear();
     first_ = true;
+    // Known messages to read only if the last run left some (not for a
+    // new mailbox, whose first copy hands its flags over: known_flags()).
+    scan_ = clean.uidnext > 1;
     synced_ = db.synced_flags(idx, side);
     db.for_each_mapping(idx, side, UidOrder::Ascending, [&](const Mapping& m) {
       if (m.uid(side) >= clean.uidnext) return false;
@@ -39,7 +41,7 @@ class PlainTracker final : public ChangeTracker {
     KnownChanges out;
     const bool first = first_;
     first_ = false;
-    if (first && clean.uidnext > 1) {
+    if (first && scan_ && clean.uidnext > 1) {
       const uint32_t next = clean.uidnext;
       UidSet seen;
       mailbox.fetch_flags(UidSet::range(1, next - 1), [&](MessageFlags& f) {
@@ -65,21 +67,19 @@ class PlainTracker final : public ChangeTracker {
 
   std::optional<uint64_t> unchanged_since(const SideState& /*clean*/) const override { return std::nullopt; }
 
-  void appended(const std::vector<uint32_t>& uids) override {
-    for (uint32_t uid : uids) own_.insert(uid);
-  }
   void stored(const UidSet& uids, const std::string& flags) override {
     for (const auto& [first, last] : uids.ranges())
       for (uint64_t uid = first; uid <= last; ++uid) current_.insert_or_assign(static_cast<uint32_t>(uid), flags);
   }
+  void known_flags(uint32_t uid, const std::string& flags) override { current_.insert_or_assign(uid, flags); }
   void expunged(const UidSet& uids) override {
     for (auto it = current_.begin(); it != current_.end();)
       it = uids.contains(it->first) ? current_.erase(it) : std::next(it);
   }
 
-  // The flags of every mapped message as the run leaves them: what it read
-  // or stored, and for the rest (copies it made, messages it had not read)
-  // one UID FETCH.
+  // The flags of every mapped message as the run leaves them: what it read,
+  // copied or stored, and for the rest one UID FETCH.  A change another
+  // client made since is found by the next run's comparison.
   void save(StateDB& db, Mailbox& mailbox, MailboxId idx, Side side) override {
     UidSet mapped;
     db.for_each_mapping(idx, side, UidOrder::Ascending, [&](const Mapping& m) {
@@ -87,15 +87,13 @@ class PlainTracker final : public ChangeTracker {
       return true;
     });
     UidSet have;
-    for (const auto& [uid, flags] : current_)
-      if (!own_.contains(uid)) have.insert(uid);  // ascending: appended at the end
+    for (const auto& [uid, flags] : current_) have.insert(uid);  // ascending: appended at the end
     UidSet unknown = mapped;
     unknown.erase(have);
     if (!unknown.empty())
       mailbox.fetch_flags(unknown, [&](MessageFlags& f) {
         if (f.flags && unknown.contains(f.uid)) current_.insert_or_assign(f.uid, flag_string(*f.flags));
       });
-    own_.clear();
     for (const auto& [uid, flags] : synced_)
       if (!mapped.contains(uid)) db.forget_synced_flags(idx, side, uid);
     for (const auto& [uid, flags] : current_) {
@@ -112,8 +110,8 @@ class PlainTracker final : public ChangeTracker {
   std::map<uint32_t, std::string> synced_;   // the database's record
   std::map<uint32_t, std::string> current_;  // as read or stored this run
   UidSet mapped_;                            // known mapped UIDs (below the clean UIDNEXT)
-  UidSet own_;                               // copies appended this run
   bool first_ = true;
+  bool scan_ = false;  // prepare()d with a clean state to compare with
 };
 
 }  // namespace

@@ -16,7 +16,8 @@ namespace {
 // The mappings of a batch of copies the target confirmed: source UIDs
 // suids[first...], target UIDs tuids; logged as the reference does.
 std::vector<Mapping> confirmed(Context& ctx, const Box& box, Side source, const std::vector<uint32_t>& suids,
-                               size_t first, const std::vector<uint32_t>& tuids, UidSet& added) {
+                               const std::vector<std::string>& flags, size_t first, const std::vector<uint32_t>& tuids,
+                               UidSet& added) {
   std::vector<Mapping> maps;
   maps.reserve(tuids.size());
   const std::vector<uint32_t> s(suids.begin() + static_cast<ptrdiff_t>(first),
@@ -31,6 +32,8 @@ std::vector<Mapping> confirmed(Context& ctx, const Box& box, Side source, const 
   }
   const Side target = other(source);
   box.tracker[index(target)]->appended(tuids);
+  for (size_t k = 0; k < tuids.size() && first + k < flags.size(); ++k)
+    box.tracker[index(target)]->known_flags(tuids[k], flags[first + k]);
   ctx.info(target, box.name,
            target == Side::Local
                ? fmt::format("Added {} UID(s) {} <- {}", tuids.size(), compact_list(tuids), compact_list(s))
@@ -54,13 +57,18 @@ bool mark_pending_append(Context& ctx, Box& box, Side target) {
 
 // Just before their APPEND: the copies' sources and digests, for recover()
 // should the source be expunged before their mappings are committed.
-void journal_batch(Context& ctx, const Box& box, Side target, const std::vector<uint32_t>& suids,
-                   const std::vector<AppendMessage>& messages) {
+// Returns the copies' flags (flag_string form), for confirmed().
+std::vector<std::string> journal_batch(Context& ctx, const Box& box, Side target, const std::vector<uint32_t>& suids,
+                                       const std::vector<AppendMessage>& messages) {
   std::vector<AppendJournal::Copy> copies;
   copies.reserve(messages.size());
   for (size_t i = 0; i < messages.size() && i < suids.size(); ++i)
     copies.push_back({suids[i], messages[i].body, flag_string(messages[i].flags)});
   ctx.journal->record(box.idx, target, box.pending_next[index(target)], copies);
+  std::vector<std::string> flags;
+  flags.reserve(copies.size());
+  for (auto& c : copies) flags.push_back(std::move(c.flags));
+  return flags;
 }
 
 AppendMessage to_append(Message& m) {
@@ -125,9 +133,9 @@ UidSet transfer(Context& ctx, Box& box, Side source, const UidSet& uids, bool an
 
   auto append = [&ctx, &box, &dst, &added, &uncommitted, &last_commit, source](std::vector<AppendMessage> messages,
                                                                               std::vector<uint32_t> suids) {
-    journal_batch(ctx, box, other(source), suids, messages);
+    const std::vector<std::string> flags = journal_batch(ctx, box, other(source), suids, messages);
     dst.append(std::move(messages), [&](size_t first, const std::vector<uint32_t>& tuids) {
-      const std::vector<Mapping> maps = confirmed(ctx, box, source, suids, first, tuids, added);
+      const std::vector<Mapping> maps = confirmed(ctx, box, source, suids, flags, first, tuids, added);
       // The target confirmed these messages: record them (doc/design.md
       // "Reliability invariants").
       ctx.write().add_mappings(box.idx, maps);
@@ -163,6 +171,7 @@ UidSet transfer(Context& ctx, Box& box, Side source, const UidSet& uids, bool an
                 from = *list->front().mailbox + "@" + *list->front().host;
             ctx.info(source, box.name, fmt::format("UID {} from <{}> ({})", msg.uid, from, msg.internaldate));
           }
+          box.tracker[index(source)]->known_flags(msg.uid, flag_string(msg.flags));
           if (msg.body.empty()) {
             // RFC 3502 6.3.11: a zero-length message cannot be appended.
             ctx.warning(source, box.name, fmt::format("Ignoring new 0-length message (UID {})", msg.uid));
@@ -219,6 +228,9 @@ void cross_append(Context& ctx, Box& box, const PerSide<UidSet>& pick, PerSide<s
   // committed with the mailbox's new state.
   PerSide<std::vector<Mapping>> maps;
   PerSide<UidSet> added;
+  // (Here, not on the sides' threads: each thread touches its target's tracker.)
+  for (Side s : kSides)
+    for (const Message& m : fetched[index(s)]) box.tracker[index(s)]->known_flags(m.uid, flag_string(m.flags));
   auto record = [&] {
     for (Side target : kSides)
       if (!maps[index(target)].empty()) ctx.write().add_mappings(box.idx, maps[index(target)]);
@@ -237,9 +249,9 @@ void cross_append(Context& ctx, Box& box, const PerSide<UidSet>& pick, PerSide<s
         suids.push_back(m.uid);
         messages.push_back(to_append(m));
       }
-      journal_batch(ctx, box, target, suids, messages);
+      const std::vector<std::string> flags = journal_batch(ctx, box, target, suids, messages);
       box.m(target).append(std::move(messages), [&](size_t first, const std::vector<uint32_t>& tuids) {
-        const auto batch = confirmed(ctx, box, source, suids, first, tuids, added[index(target)]);
+        const auto batch = confirmed(ctx, box, source, suids, flags, first, tuids, added[index(target)]);
         maps[index(target)].insert(maps[index(target)].end(), batch.begin(), batch.end());
       });
     });
