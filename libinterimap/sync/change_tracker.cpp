@@ -6,6 +6,8 @@
 // (a later switch back to plain starts from a fresh record).
 #include "sync/change_tracker.hpp"
 
+#include <algorithm>
+
 namespace interimap::detail::sync {
 
 namespace {
@@ -54,6 +56,30 @@ class ModseqTracker final : public ChangeTracker {
 };
 
 }  // namespace
+
+void take_pending(Mailbox& mailbox, uint32_t fetch_below, UidSet* vanished, const KeepChange& keep) {
+  for (;;) {
+    Changes ch = mailbox.take_changes();
+    if (vanished != nullptr) vanished->insert(ch.vanished);
+    UidSet missing;
+    for (auto& f : ch.flags) {
+      if (f.flags && f.modseq > 0)
+        keep(f.uid, f.modseq, *f.flags);
+      else if (f.uid < fetch_below)
+        missing.insert(f.uid);
+    }
+    if (missing.empty()) break;
+    mailbox.fetch_flags(missing, [&](MessageFlags& f) {
+      if (f.flags) keep(f.uid, f.modseq, *f.flags);
+    });
+  }
+}
+
+void finish_changes(KnownChanges& out, Mailbox& mailbox, SideState& clean) {
+  for (auto it = out.flags.begin(); it != out.flags.end();)
+    it = out.vanished.contains(it->first) ? out.flags.erase(it) : std::next(it);
+  if (const auto h = mailbox.highestmodseq()) clean.highestmodseq = std::max(clean.highestmodseq, *h);
+}
 
 std::unique_ptr<ChangeTracker> make_change_tracker(ChangeTracking mode) {
   switch (mode) {

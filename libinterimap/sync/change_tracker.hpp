@@ -11,6 +11,7 @@
 #include <interimap/syncsession.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -61,6 +62,17 @@ class ChangeTracker {
   // tracker keeps in the database (the plain tracker's flags).
   virtual void save(StateDB& /*db*/, Mailbox& /*mailbox*/, MailboxId /*idx*/, Side /*side*/) {}
 };
+
+// What the modseq trackers (QRESYNC, CONDSTORE) share.  keep(uid, modseq,
+// flags) is called for each flag change the connection recorded (and the
+// VANISHED UIDs go to *vanished when given); a change announced without
+// its flags (RFC 7162 3.1.3 example 8) has them fetched, for UIDs below
+// fetch_below, until nothing is pending.
+using KeepChange = std::function<void(uint32_t uid, uint64_t modseq, const std::vector<std::string>& flags)>;
+void take_pending(Mailbox& mailbox, uint32_t fetch_below, UidSet* vanished, const KeepChange& keep);
+// Then: no flag change for a vanished UID, and the clean HIGHESTMODSEQ
+// raised to what the server has shown.
+void finish_changes(KnownChanges& out, Mailbox& mailbox, SideState& clean);
 
 // The tracker of a side's resolved mode (Qresync or Condstore; see
 // ChangeTracking and SyncSession::open()).

@@ -57,6 +57,12 @@ class CondstoreTracker final : public ChangeTracker {
     auto keep = [&](uint32_t uid, uint64_t modseq, const std::vector<std::string>& flags) {
       if (uid < next && modseq > clean.highestmodseq) out.flags[uid] = flag_string(flags);
     };
+    // The flag changes since `since` of the known messages, but for `skip`.
+    auto changed_since = [&](uint64_t since, const UidSet& skip) {
+      Changes ch = mailbox.fetch_changes(since, UidSet::range(1, next - 1));
+      for (auto& f : ch.flags)
+        if (!skip.contains(f.uid) && f.flags && f.modseq > 0) keep(f.uid, f.modseq, *f.flags);
+    };
     const bool first = first_;
     first_ = false;
     if (!own_.empty()) {
@@ -69,37 +75,16 @@ class CondstoreTracker final : public ChangeTracker {
       const uint64_t since = clean.highestmodseq > 0 ? clean.highestmodseq : selected_modseq_;
       const UidSet own = std::move(own_);
       own_.clear();
-      Changes ch = mailbox.fetch_changes(since, UidSet::range(1, next - 1));
-      for (auto& f : ch.flags)
-        if (!own.contains(f.uid) && f.flags && f.modseq > 0) keep(f.uid, f.modseq, *f.flags);
+      changed_since(since, own);
     } else if (first && resynchronizes(clean)) {
       out.vanished = expunged(mailbox, next);
       // Changed flags of the known messages, when anything changed at all.
-      if (mailbox.highestmodseq().value_or(0) > clean.highestmodseq) {
-        Changes ch = mailbox.fetch_changes(clean.highestmodseq, UidSet::range(1, next - 1));
-        for (auto& f : ch.flags)
-          if (f.flags && f.modseq > 0) keep(f.uid, f.modseq, *f.flags);
-      }
+      if (mailbox.highestmodseq().value_or(0) > clean.highestmodseq) changed_since(clean.highestmodseq, {});
     }
     // What came since (unsolicited FETCH, our STOREs refused by
-    // UNCHANGEDSINCE): the flags the server did not give are fetched.
-    for (;;) {
-      Changes ch = mailbox.take_changes();
-      UidSet missing;
-      for (auto& f : ch.flags) {
-        if (f.flags && f.modseq > 0)
-          keep(f.uid, f.modseq, *f.flags);
-        else if (f.uid < next)
-          missing.insert(f.uid);
-      }
-      if (missing.empty()) break;
-      mailbox.fetch_flags(missing, [&](MessageFlags& f) {
-        if (f.flags) keep(f.uid, f.modseq, *f.flags);
-      });
-    }
-    for (auto it = out.flags.begin(); it != out.flags.end();)
-      it = out.vanished.contains(it->first) ? out.flags.erase(it) : std::next(it);
-    if (const auto h = mailbox.highestmodseq()) clean.highestmodseq = std::max(clean.highestmodseq, *h);
+    // UNCHANGEDSINCE); VANISHED never comes without QRESYNC.
+    take_pending(mailbox, next, nullptr, keep);
+    finish_changes(out, mailbox, clean);
     return out;
   }
 

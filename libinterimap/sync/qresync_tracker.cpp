@@ -6,6 +6,7 @@
 #include "sync/change_tracker.hpp"
 
 #include "sync/flags.hpp"
+#include "util/ascii.hpp"
 
 #include <algorithm>
 #include <string>
@@ -70,29 +71,12 @@ class QresyncTracker final : public ChangeTracker {
     auto keep = [&](uint32_t uid, uint64_t modseq, const std::vector<std::string>& flags) {
       if (uid < next && modseq > clean.highestmodseq) out.flags[uid] = flag_string(flags);
     };
-    for (;;) {
-      Changes ch = mailbox.take_changes();
-      vanished.insert(ch.vanished);
-      UidSet missing;
-      for (auto& f : ch.flags) {
-        if (f.flags && f.modseq > 0)
-          keep(f.uid, f.modseq, *f.flags);
-        else
-          missing.insert(f.uid);
-      }
-      if (missing.empty()) break;
-      // RFC 7162 3.1.3 example 8: a change announced without its flags.
-      mailbox.fetch_flags(missing, [&](MessageFlags& f) {
-        if (f.flags) keep(f.uid, f.modseq, *f.flags);
-      });
-    }
+    take_pending(mailbox, kMaxUid, &vanished, keep);
     for (const auto& [first, last] : vanished.ranges()) {
       if (first >= next) break;
       out.vanished.insert(first, std::min(last, next - 1));
     }
-    for (auto it = out.flags.begin(); it != out.flags.end();)
-      it = out.vanished.contains(it->first) ? out.flags.erase(it) : std::next(it);
-    if (const auto h = mailbox.highestmodseq()) clean.highestmodseq = std::max(clean.highestmodseq, *h);
+    finish_changes(out, mailbox, clean);
     return out;
   }
 
