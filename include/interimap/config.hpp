@@ -82,6 +82,10 @@ INTERIMAP_API std::vector<std::string> split_list_mailbox(std::string_view value
 //                 deliver-rcpt, purge-after.
 INTERIMAP_API bool is_interimap_option(std::string_view name);
 INTERIMAP_API bool is_pullimap_option(std::string_view name);
+// The authentication options of a connection section, with Gmail and
+// Microsoft 365 examples (token files under ~/.config/PROGRAM/), as both
+// programs' --help show them: a blank line, then the text.
+INTERIMAP_API std::string auth_options_help(std::string_view program);
 
 // $XDG_CONFIG_HOME (or ~/.config) and $XDG_DATA_HOME (or ~/.local/share);
 // an empty variable counts as unset.  Nothing is created.

@@ -632,6 +632,25 @@ bool is_pullimap_option(std::string_view name) {
   return listed(kConnectionOptions, name) || listed(kPullimapOptions, name);
 }
 
+std::string auth_options_help(std::string_view program) {
+  return fmt::format(
+      "\n"
+      "Authentication options of a connection section (README.md, \"Authentication\"):\n"
+      "  auth = MECH...          preferred mechanisms, the first both sides support wins;\n"
+      "                          default SCRAM-SHA-256 SCRAM-SHA-1 PLAIN LOGIN, also CRAM-MD5,\n"
+      "                          XOAUTH2 and OAUTHBEARER (the password is an access token)\n"
+      "  username-command = CMD  /bin/sh -c CMD prints the username\n"
+      "  password-command = CMD  /bin/sh -c CMD prints the password or access token; run at\n"
+      "                          every (re)connection, without a terminal\n"
+      "  password-command-timeout = SECONDS   time limit of both commands (default 30)\n"
+      "  auth-cleartext = YES    allow LOGIN, PLAIN, XOAUTH2, OAUTHBEARER without TLS\n"
+      "Gmail:          host = imap.gmail.com  auth = XOAUTH2\n"
+      "                password-command = mutt_oauth2.py ~/.config/{0}/gmail.tokens\n"
+      "Microsoft 365:  host = outlook.office365.com  auth = XOAUTH2\n"
+      "                password-command = mutt_oauth2.py ~/.config/{0}/m365.tokens\n",
+      program);
+}
+
 std::string xdg_config_home() { return xdg_dir("XDG_CONFIG_HOME", ".config"); }
 
 std::string xdg_data_home() { return xdg_dir("XDG_DATA_HOME", ".local/share"); }

@@ -39,29 +39,18 @@ constexpr const char* kName = "interimap";
                  "  or: %s [OPTIONS] --repair [MAILBOX [..]]\n"
                  "  or: %s [OPTIONS] --delete MAILBOX [..]\n"
                  "  or: %s [OPTIONS] --rename SOURCE DEST\n"
-                 "Consult the manpage for more information.\n"
-                 // Ours: after the reference's text (test_cli compares that part).
-                 "\n"
-                 "Authentication options of a connection section (README.md, \"Authentication\"):\n"
-                 "  auth = MECH...          preferred mechanisms, the first both sides support wins;\n"
-                 "                          default SCRAM-SHA-256 SCRAM-SHA-1 PLAIN LOGIN, also CRAM-MD5,\n"
-                 "                          XOAUTH2 and OAUTHBEARER (the password is an access token)\n"
-                 "  username-command = CMD  /bin/sh -c CMD prints the username\n"
-                 "  password-command = CMD  /bin/sh -c CMD prints the password or access token; run at\n"
-                 "                          every (re)connection, without a terminal\n"
-                 "  password-command-timeout = SECONDS   time limit of both commands (default 30)\n"
-                 "  auth-cleartext = YES    allow LOGIN, PLAIN, XOAUTH2, OAUTHBEARER without TLS\n"
-                 "Gmail:          host = imap.gmail.com  auth = XOAUTH2\n"
-                 "                password-command = mutt_oauth2.py ~/.config/%s/gmail.tokens\n"
-                 "Microsoft 365:  host = outlook.office365.com  auth = XOAUTH2\n"
-                 "                password-command = mutt_oauth2.py ~/.config/%s/m365.tokens\n"
-                 "\n"
-                 "Servers: each side uses the best change tracking its server offers:\n"
-                 "QRESYNC (Dovecot, Cyrus/Fastmail), CONDSTORE alone (Gmail) or neither\n"
-                 "(Microsoft 365, Yahoo: every known message's flags are read each run);\n"
-                 "change-tracking = auto|qresync|condstore|plain in [local] or [remote]\n"
-                 "forces one.  Both servers need UIDPLUS.\n",
-                 kName, kName, kName, kName, kName, kName);
+                 "Consult the manpage for more information.\n",
+                 kName, kName, kName, kName);
+    // Ours: after the reference's text (test_cli compares that part).
+    std::fputs(interimap::auth_options_help(kName).c_str(), stderr);
+    std::fputs(
+        "\n"
+        "Servers: each side uses the best change tracking its server offers:\n"
+        "QRESYNC (Dovecot, Cyrus/Fastmail), CONDSTORE alone (Gmail) or neither\n"
+        "(Microsoft 365, Yahoo: every known message's flags are read each run);\n"
+        "change-tracking = auto|qresync|condstore|plain in [local] or [remote]\n"
+        "forces one.  Both servers need UIDPLUS.\n",
+        stderr);
   }
   std::exit(rv);
 }

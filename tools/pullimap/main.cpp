@@ -32,28 +32,15 @@ constexpr const char* kName = "pullimap";
 [[noreturn]] void usage(int status, std::string_view error = {}) {
   if (!error.empty()) std::fprintf(stderr, "%.*s\n", static_cast<int>(error.size()), error.data());
   std::fprintf(stderr, "Usage: %s [OPTIONS] SECTION\n", kName);
-  if (status != 0)
+  if (status != 0) {
     std::fprintf(stderr, "Try '%s --help' or consult the manpage for more information.\n", kName);
-  else
-    std::fprintf(stderr,
-                 "Options: --config=FILE  --idle[=SECONDS]  --no-delivery  -q, --quiet  --debug (repeatable)\n"
-                 "         -h, --help  --version\n"
-                 "Consult the manpage for more information.\n"
-                 "\n"
-                 "Authentication options of a connection section (README.md, \"Authentication\"):\n"
-                 "  auth = MECH...          preferred mechanisms, the first both sides support wins;\n"
-                 "                          default SCRAM-SHA-256 SCRAM-SHA-1 PLAIN LOGIN, also CRAM-MD5,\n"
-                 "                          XOAUTH2 and OAUTHBEARER (the password is an access token)\n"
-                 "  username-command = CMD  /bin/sh -c CMD prints the username\n"
-                 "  password-command = CMD  /bin/sh -c CMD prints the password or access token; run at\n"
-                 "                          every (re)connection, without a terminal\n"
-                 "  password-command-timeout = SECONDS   time limit of both commands (default 30)\n"
-                 "  auth-cleartext = YES    allow LOGIN, PLAIN, XOAUTH2, OAUTHBEARER without TLS\n"
-                 "Gmail:          host = imap.gmail.com  auth = XOAUTH2\n"
-                 "                password-command = mutt_oauth2.py ~/.config/%s/gmail.tokens\n"
-                 "Microsoft 365:  host = outlook.office365.com  auth = XOAUTH2\n"
-                 "                password-command = mutt_oauth2.py ~/.config/%s/m365.tokens\n",
-                 kName, kName);
+  } else {
+    std::fputs("Options: --config=FILE  --idle[=SECONDS]  --no-delivery  -q, --quiet  --debug (repeatable)\n"
+               "         -h, --help  --version\n"
+               "Consult the manpage for more information.\n",
+               stderr);
+    std::fputs(interimap::auth_options_help(kName).c_str(), stderr);
+  }
   std::exit(status);
 }
 
