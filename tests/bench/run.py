@@ -1206,7 +1206,13 @@ def trimmed_table(sc):
         rm, rq, rf = ratio(o, mb), ratio(o, q), ratio(o, fl)
         out.append(f"   {label[:26]:<26}{fmt(o, unit):>10}{'-':>10}{fmt(mb, unit):>10}{fmt(rm) if rm else '-':>8}"
                    f"{fmt(q, unit):>10}{fmt(rq) if rq else '-':>8}{fmt(fl, unit):>10}{fmt(rf) if rf else '-':>8}")
-    for who, rs in sc.runs.items():
+    return report_footer(sc, out, sc.runs)
+
+
+def report_footer(sc, out, runs):
+    """The end of a scenario's report: failed runs of each of `runs`
+    ({who: [run]}), the targets, the notes; returns the whole text."""
+    for who, rs in runs.items():
         bad = [r for r in rs if r.get("rc", 0) != 0 or r.get("check")]
         if bad:
             r = bad[-1]
@@ -1431,17 +1437,7 @@ def table(sc, rows):
         rf = ratio(o, fl)
         out.append(f"   {label:<30}{fmt(o, unit):>12}{fmt(r, unit):>12}{fmt(rt) if rt else '-':>8}"
                    f"{fmt(fl, unit):>12}{fmt(rf) if rf else '-':>11}")
-    for impl in ("ours", "reference"):
-        bad = [r for r in sc.runs[impl] if r.get("rc", 0) != 0 or r.get("check")]
-        if bad:
-            r = bad[-1]
-            out.append(f"   !! {impl}: {len(bad)}/{len(sc.runs[impl])} runs failed: rc {r.get('rc')} "
-                       f"{r.get('error', '') or r.get('check', '')}")
-    for text, ok in sc.checks:
-        out.append(f"   target {'OK  ' if ok else ('MISS' if ok is not None else 'n/a ')} {text}")
-    for n in sc.notes:
-        out.append(f"   note: {n}")
-    return "\n".join(out)
+    return report_footer(sc, out, {impl: sc.runs[impl] for impl in ("ours", "reference")})
 
 
 def kib(v):
