@@ -57,6 +57,16 @@ class ModseqTracker final : public ChangeTracker {
 
 }  // namespace
 
+UidSet mapped_uids(const StateDB& db, MailboxId idx, Side side, uint64_t below) {
+  UidSet out;
+  db.for_each_mapping(idx, side, UidOrder::Ascending, [&](const Mapping& m) {
+    if (m.uid(side) >= below) return false;
+    out.insert(m.uid(side));
+    return true;
+  });
+  return out;
+}
+
 void take_pending(Mailbox& mailbox, uint32_t fetch_below, UidSet* vanished, const KeepChange& keep) {
   for (;;) {
     Changes ch = mailbox.take_changes();

@@ -63,6 +63,10 @@ class ChangeTracker {
   virtual void save(StateDB& /*db*/, Mailbox& /*mailbox*/, MailboxId /*idx*/, Side /*side*/) {}
 };
 
+// The mapped UIDs of one side of a mailbox below `below` (all by default),
+// read in ascending order into ranges.
+UidSet mapped_uids(const StateDB& db, MailboxId idx, Side side, uint64_t below = UINT64_MAX);
+
 // What the modseq trackers (QRESYNC, CONDSTORE) share.  keep(uid, modseq,
 // flags) is called for each flag change the connection recorded (and the
 // VANISHED UIDs go to *vanished when given); a change announced without

@@ -31,11 +31,7 @@ class CondstoreTracker final : public ChangeTracker {
     side_ = side;
     if (!resynchronizes(clean)) return;
     // The known messages only: an interrupted run's pairs lie above.
-    db.for_each_mapping(idx, side, UidOrder::Ascending, [&](const Mapping& m) {
-      if (m.uid(side) >= clean.uidnext) return false;
-      mapped_.insert(m.uid(side));
-      return true;
-    });
+    mapped_ = mapped_uids(db, idx, side, clean.uidnext);
   }
 
   void select(Mailbox& mailbox, const SideState& /*clean*/) override {

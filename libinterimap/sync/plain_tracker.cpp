@@ -28,11 +28,7 @@ class PlainTracker final : public ChangeTracker {
     // new mailbox, whose first copy hands its flags over: known_flags()).
     scan_ = clean.uidnext > 1;
     synced_ = db.synced_flags(idx, side);
-    db.for_each_mapping(idx, side, UidOrder::Ascending, [&](const Mapping& m) {
-      if (m.uid(side) >= clean.uidnext) return false;
-      mapped_.insert(m.uid(side));
-      return true;
-    });
+    mapped_ = mapped_uids(db, idx, side, clean.uidnext);
   }
 
   void select(Mailbox& mailbox, const SideState& /*clean*/) override { mailbox.select(); }
@@ -81,11 +77,7 @@ class PlainTracker final : public ChangeTracker {
   // copied or stored, and for the rest one UID FETCH.  A change another
   // client made since is found by the next run's comparison.
   void save(StateDB& db, Mailbox& mailbox, MailboxId idx, Side side) override {
-    UidSet mapped;
-    db.for_each_mapping(idx, side, UidOrder::Ascending, [&](const Mapping& m) {
-      mapped.insert(m.uid(side));
-      return true;
-    });
+    const UidSet mapped = mapped_uids(db, idx, side);
     UidSet have;
     for (const auto& [uid, flags] : current_) have.insert(uid);  // ascending: appended at the end
     UidSet unknown = mapped;
