@@ -116,6 +116,9 @@ class INTERIMAP_API Connection {
 
   const ConnectionOptions& options() const;
   const std::string& name() const;
+  // Logs to this logger from now on (it must outlive the connection or
+  // the next call): the sync engine's workers capture each mailbox's lines.
+  void set_logger(Logger& logger);
   // Capabilities as last announced (case preserved).
   const std::vector<std::string>& capabilities() const;
   // Case-insensitive test, e.g. has_capability("QRESYNC"), ("AUTH=PLAIN").

@@ -7,8 +7,10 @@
 #include <cstdio>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace interimap {
 
@@ -64,6 +66,31 @@ class INTERIMAP_API Logger {
   // Lines written so far at Info level or above (Debug lines excluded).
   uint64_t lines() const { return lines_; }
 
+  // A line kept instead of written (capture()).
+  struct Record {
+    LogLevel level = LogLevel::Info;
+    std::string name, mailbox, message;
+  };
+  // Where a capturing logger keeps its lines; several threads may log
+  // into one at once (it locks).
+  class INTERIMAP_API Capture {
+   public:
+    void add(Record record);
+    // Returns and forgets the lines kept so far, in order.
+    std::vector<Record> take();
+
+   private:
+    std::mutex mutex_;
+    std::vector<Record> records_;
+  };
+  // From now on the lines this logger would write (after the quiet and
+  // debug filters) go to `into` instead; nullptr: written again.  The sync
+  // engine's workers log so, and the session writes each mailbox's lines
+  // together, in the order of the mailboxes.
+  void capture(std::shared_ptr<Capture> into) { capture_ = std::move(into); }
+  // Writes captured lines as this logger writes its own.
+  void replay(const std::vector<Record>& records);
+
  private:
   void write(LogLevel level, std::string_view name, std::string_view mailbox, std::string_view message);
 
@@ -72,6 +99,7 @@ class INTERIMAP_API Logger {
   int debug_ = 0;
   LogPrefix prefix_;
   std::shared_ptr<std::FILE> file_;
+  std::shared_ptr<Capture> capture_;
 };
 
 }  // namespace interimap

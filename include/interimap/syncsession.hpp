@@ -124,6 +124,12 @@ struct INTERIMAP_API SyncSettings {
   std::array<std::string, 2> list_reference;
   // change-tracking of [local] and [remote] (auto, qresync, condstore, plain).
   std::array<ChangeTracking, 2> change_tracking{};
+  // max-connections of [local] and [remote] (or of the default section):
+  // how many connections a pass may open to that server, each
+  // synchronizing one mailbox at a time (sync/workers.hpp).  The pass
+  // uses the smaller of the two; 1 is the reference's one mailbox after
+  // the other.  Default 2.
+  std::array<unsigned, 2> max_connections = {2, 2};
   // list-mailbox as written (split by the session with split_list_mailbox,
   // as the reference does, only when no MAILBOX argument is given).
   // Empty: every mailbox.

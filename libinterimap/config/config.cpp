@@ -182,7 +182,7 @@ constexpr std::string_view kConnectionOptions[] = {
     "SSL_ciphersuites", "SSL_hostname", "SSL_verify", "SSL_CApath", "SSL_CAfile"};
 constexpr std::string_view kInterimapOptions[] = {"database",       "logfile",          "log-prefix",
                                                   "list-reference", "list-mailbox",     "list-select-opts",
-                                                  "ignore-mailbox", "change-tracking"};
+                                                  "ignore-mailbox", "change-tracking",  "max-connections"};
 constexpr std::string_view kPullimapOptions[] = {"statefile",    "mailbox",      "deliver-method",
                                                  "deliver-ehlo", "deliver-rcpt", "purge-after"};
 

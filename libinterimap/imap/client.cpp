@@ -78,7 +78,7 @@ std::string render_chunks(const Command& cmd, size_t first, size_t last) {
 }  // namespace
 
 Client::Client(ConnectionOptions options, Logger& logger)
-    : options_(std::move(options)), logger_(logger), buf_(64 * 1024) {}
+    : options_(std::move(options)), logger_(&logger), buf_(64 * 1024) {}
 
 Client::~Client() { close(); }
 
@@ -109,7 +109,7 @@ void Client::set_capabilities(std::vector<std::string> caps) { capabilities_ = s
 
 void Client::open() {
   if (stream_) return;
-  stream_ = open_stream(options_, logger_.debug());
+  stream_ = open_stream(options_, logger_->debug());
   encrypted_ = options_.type == ConnectionOptions::Type::Imaps;
   greeting();
   if (!preauth_) {
@@ -142,7 +142,7 @@ void Client::greeting() {
       }
       continue;
     }
-    if (logger_.debug() > 0) logger_.log(LogLevel::Debug, name(), {}, "S: " + describe_response(*raw));
+    if (logger_->debug() > 0) logger_->log(LogLevel::Debug, name(), {}, "S: " + describe_response(*raw));
     Response r;
     try {
       r = parse_response(*raw);
@@ -394,15 +394,15 @@ uint64_t Client::send(Command cmd, UntaggedHandler on_untagged) {
 }
 
 void Client::trace_out(const Pending& p, size_t first, size_t last) {
-  if (logger_.debug() == 0) return;
+  if (logger_->debug() == 0) return;
   std::string line;
-  if (p.cmd.sensitive && logger_.debug() < 2) {
+  if (p.cmd.sensitive && logger_->debug() < 2) {
     line = first == 0 ? fmt::format("C: {} {} [REDACTED]", p.tag, p.cmd.name) : "C: [REDACTED]";
   } else {
     line = first == 0 ? fmt::format("C: {} {}", p.tag, render_chunks(p.cmd, 0, last))
                       : "C: " + render_chunks(p.cmd, first, last);
   }
-  logger_.log(LogLevel::Debug, name(), {}, line);
+  logger_->log(LogLevel::Debug, name(), {}, line);
 }
 
 void Client::send_chunks(Pending& p, std::vector<std::string_view>& parts) {
@@ -489,13 +489,13 @@ void Client::lost(std::string_view why) {
 }
 
 void Client::dispatch(std::string_view raw) {
-  if (logger_.debug() > 0) {
+  if (logger_->debug() > 0) {
     // A SASL challenge may carry proofs (SCRAM's server signature): shown
     // from debug level 2 only.
-    if (authenticating_ && logger_.debug() < 2 && raw.starts_with("+"))
-      logger_.log(LogLevel::Debug, name(), {}, "S: + [REDACTED]");
+    if (authenticating_ && logger_->debug() < 2 && raw.starts_with("+"))
+      logger_->log(LogLevel::Debug, name(), {}, "S: + [REDACTED]");
     else
-      logger_.log(LogLevel::Debug, name(), {}, "S: " + describe_response(raw));
+      logger_->log(LogLevel::Debug, name(), {}, "S: " + describe_response(raw));
   }
   if (switching_ && switched_)
     throw ProtocolError(name(), fmt::format("unexpected data after the response that switches the stream layer: {}",
@@ -513,9 +513,9 @@ void Client::dispatch(std::string_view raw) {
       if (p.on_continuation && !p.done) {
         // AUTHENTICATE: the mechanism answers each challenge.
         const std::string line = p.on_continuation(std::get<ContinuationData>(r.data).text) + "\r\n";
-        if (logger_.debug() > 0)
-          logger_.log(LogLevel::Debug, name(), {},
-                      p.cmd.sensitive && logger_.debug() < 2 ? std::string("C: [REDACTED]")
+        if (logger_->debug() > 0)
+          logger_->log(LogLevel::Debug, name(), {},
+                      p.cmd.sensitive && logger_->debug() < 2 ? std::string("C: [REDACTED]")
                                                              : "C: " + line.substr(0, line.size() - 2));
         stream_->write(line);
         traffic_.sent += line.size();
@@ -557,7 +557,7 @@ void Client::dispatch(std::string_view raw) {
   // Untagged: connection state first (RFC 3501 7.1.5, 7.2.1).
   if (auto* st = std::get_if<StatusResponse>(&r.data)) {
     if (st->code.kind == ResponseCode::Kind::Capability) set_capabilities(st->code.list);
-    if (st->code.kind == ResponseCode::Kind::Alert) logger_.warning(name(), "ALERT: " + st->text);
+    if (st->code.kind == ResponseCode::Kind::Alert) logger_->warning(name(), "ALERT: " + st->text);
     if (st->kind == StatusResponse::Kind::Bye) {
       bye_ = true;
       bye_text_ = st->text;

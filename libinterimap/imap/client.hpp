@@ -42,7 +42,8 @@ class Client {
 
   const ConnectionOptions& options() const { return options_; }
   const std::string& name() const { return options_.name; }
-  Logger& logger() { return logger_; }
+  Logger& logger() { return *logger_; }
+  void set_logger(Logger& logger) { logger_ = &logger; }
 
   const std::vector<std::string>& capabilities() const { return capabilities_; }
   // From now on has_capability() says no to these, advertised or not.
@@ -150,7 +151,7 @@ class Client {
   void note_activity(const Response& r, bool claimed);
 
   ConnectionOptions options_;
-  Logger& logger_;
+  Logger* logger_;
   std::unique_ptr<detail::Stream> stream_;
   ResponseReader reader_;
   std::vector<std::string> capabilities_;

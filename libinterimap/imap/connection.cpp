@@ -71,6 +71,7 @@ void Connection::close(Goodbye goodbye) noexcept { client_->close(goodbye == Goo
 bool Connection::is_open() const { return client_->is_open(); }
 const ConnectionOptions& Connection::options() const { return client_->options(); }
 const std::string& Connection::name() const { return client_->name(); }
+void Connection::set_logger(Logger& logger) { client_->set_logger(logger); }
 const std::vector<std::string>& Connection::capabilities() const { return client_->capabilities(); }
 bool Connection::has_capability(std::string_view c) const { return client_->has_capability(c); }
 void Connection::ignore_capabilities(const std::vector<std::string>& caps) { client_->ignore_capabilities(caps); }

@@ -33,6 +33,7 @@ void AppendJournal::record(MailboxId idx, Side target, uint32_t target_next, con
                    c.source_uid, fmt::join(digest_of(c.body), ""), c.flags.empty() ? "" : " ", c.flags);
   }
   const std::lock_guard<std::mutex> lock(mutex_);
+  active_.insert(idx);
   const int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0)
     throw Error("database", fmt::format("cannot open {}: {}", path_, std::strerror(errno)));
@@ -118,9 +119,19 @@ std::map<uint32_t, AppendJournal::Entry> AppendJournal::latest(MailboxId idx, Si
   return out;
 }
 
+void AppendJournal::done(MailboxId idx) {
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    active_.erase(idx);
+    if (!active_.empty()) return;
+  }
+  clear();
+}
+
 void AppendJournal::clear() {
   if (path_.empty()) return;
   const std::lock_guard<std::mutex> lock(mutex_);
+  active_.clear();
   if (::unlink(path_.c_str()) != 0 && errno != ENOENT)
     throw Error("database", fmt::format("cannot remove {}: {}", path_, std::strerror(errno)));
 }

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,10 +61,15 @@ class AppendJournal {
   std::map<uint32_t, Entry> latest(MailboxId idx, Side target) const;
   // Once no pending-append row is left (committed): removes the file.
   void clear();
+  // Once mailbox `idx`'s copies are recorded (committed): removes the file
+  // unless another mailbox recorded copies since and is not done yet (the
+  // workers of a pass: sync/workers.hpp).
+  void done(MailboxId idx);
 
  private:
   std::string path_;
   mutable std::mutex mutex_;
+  std::set<MailboxId> active_;  // recorded and not done yet
 };
 
 }  // namespace interimap::detail::sync

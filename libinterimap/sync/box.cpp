@@ -16,7 +16,7 @@ void Box::select(Context& ctx, bool resync, PerSide<bool> sides) {
   for (Side s : kSides) {
     if (!sides[index(s)]) continue;
     tracker[index(s)] = make_change_tracker(ctx.tracking[index(s)]);
-    if (resync) tracker[index(s)]->prepare(*ctx.db, idx, s, clean[index(s)]);
+    if (resync) tracker[index(s)]->prepare(*ctx.db.lock(), idx, s, clean[index(s)]);
   }
   ctx.both.run([&](Side s) {
     const size_t i = index(s);

@@ -27,6 +27,7 @@
 
 #include "sync/both_sides.hpp"
 #include "sync/names.hpp"
+#include "sync/shared_db.hpp"
 
 #include <array>
 #include <memory>
@@ -48,14 +49,18 @@ struct Context {
   Logger& log;
   MailboxNames names;
   PerSide<std::unique_ptr<Connection>> connections;
-  std::unique_ptr<StateDB> db;
-  // The copies in flight, next to the database (recover()).
-  std::unique_ptr<AppendJournal> journal = std::make_unique<AppendJournal>();
+  // The state database, shared with the other workers of a pass
+  // (sync/shared_db.hpp): `db->method(...)` waits for them.
+  DbHandle db;
+  // The copies in flight, next to the database (recover()); shared too.
+  std::shared_ptr<AppendJournal> journal = std::make_shared<AppendJournal>();
   BothSides both;  // both halves of each two-sided step
   // Each side's change tracking, resolved by open() (never Auto).
   PerSide<ChangeTracking> tracking = {ChangeTracking::Qresync, ChangeTracking::Qresync};
 
   Connection& connection(Side side) { return *connections[index(side)]; }
+  // Uses this database (this Context's own handle on it).
+  void attach_db(std::shared_ptr<SharedDb> shared) { db = DbHandle(std::move(shared), this); }
   bool debugging() const { return log.debug() > 0; }
 
   // ---- Log lines, shaped as the reference's.
@@ -77,19 +82,38 @@ struct Context {
   // ---- The database transaction: one open at a time, committed at the
   // reference's commit points, each after the servers confirmed what it
   // records (doc/design.md "Reliability invariants").
+  // The transaction holds the shared database for this worker until it
+  // ends (sync/shared_db.hpp).
   StateDB& write() {
-    // new T(prvalue): guaranteed elision, Transaction is not movable.
-    if (!transaction_) transaction_.reset(new StateDB::Transaction(db->begin()));
-    return *db;
+    if (!transaction_) {
+      StateDB& d = db.acquire();
+      try {
+        // new T(prvalue): guaranteed elision, Transaction is not movable.
+        transaction_.reset(new StateDB::Transaction(d.begin()));
+      } catch (...) {
+        db.release();
+        throw;
+      }
+    }
+    return db.unshared();
   }
   void commit() {
-    if (transaction_) {
+    if (!transaction_) return;
+    try {
       transaction_->commit();
-      transaction_.reset();
+    } catch (...) {
+      rollback();
+      throw;
     }
+    transaction_.reset();
+    db.release();
   }
   // Forgets what was not committed (what the servers did not confirm).
-  void rollback() noexcept { transaction_.reset(); }
+  void rollback() noexcept {
+    if (!transaction_) return;
+    transaction_.reset();
+    db.release();
+  }
 
  private:
   std::unique_ptr<StateDB::Transaction> transaction_;

@@ -78,7 +78,7 @@ void clip_vanished(Context& ctx, const Box& box, PerSide<KnownChanges>& changes,
     if (vanished.empty()) continue;
     if (!count) count = ctx.db->mapping_count(box.idx);
     if (vanished.size() <= *count) continue;
-    UidSet unmatched = clip_to_known(vanished, mapped_uids(*ctx.db, box.idx, side));
+    UidSet unmatched = clip_to_known(vanished, mapped_uids(*ctx.db.lock(), box.idx, side));
     notes.push_back({PlanNote::Kind::VanishedUnmatched, side, std::move(unmatched), {}, {}, {}, {}});
   }
 }

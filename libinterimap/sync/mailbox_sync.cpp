@@ -4,6 +4,7 @@
 #include "sync/known.hpp"
 #include "sync/recovery.hpp"
 #include "sync/transfer.hpp"
+#include "sync/workers.hpp"
 
 #include <fmt/format.h>
 
@@ -100,7 +101,8 @@ void sync_mailbox(Context& ctx, MailboxList& list, const MailboxRecord& record) 
   finish_sync(ctx, box);
 }
 
-void sync_mailboxes(Context& ctx, MailboxList& list, const std::vector<std::string>& mailboxes, bool repair_mode) {
+void sync_mailboxes(Context& ctx, Workers& workers, MailboxList& list, const std::vector<std::string>& mailboxes,
+                    bool repair_mode) {
   const std::set<std::string> wanted(mailboxes.begin(), mailboxes.end());
 
   // The records in one query (a no-op poll of many mailboxes is mostly
@@ -164,13 +166,13 @@ void sync_mailboxes(Context& ctx, MailboxList& list, const std::vector<std::stri
       ctx.debug(to_string(s), dirty.empty() ? "Clean state!" : fmt::format("Dirty mailboxes: {}", fmt::join(dirty, ", ")));
     }
   }
-  for (const auto& record : todo) {
-    if (ctx.settings.interrupted && ctx.settings.interrupted()) return;  // a stop signal: the rest next time
+  // Several at once where there are several (sync/workers.hpp).
+  workers.run(todo, [&](Context& wctx, const MailboxRecord& record) {
     if (repair_mode && record.state)
-      repair(ctx, record);
+      repair(wctx, record);
     else
-      sync_mailbox(ctx, list, record);
-  }
+      sync_mailbox(wctx, list, record);
+  });
 }
 
 }  // namespace interimap::detail::sync

@@ -84,6 +84,10 @@ SyncSettings SyncSettings::from_config(const Config& config) {
       s.change_tracking[index(side)] = ChangeTracking::Plain;
     else
       config.fail(section, "change-tracking", "expected auto, qresync, condstore or plain");
+    if (const auto n = config.get_uint(section, "max-connections")) {
+      if (*n == 0 || *n > 16) config.fail(section, "max-connections", "expected 1 to 16");
+      s.max_connections[index(side)] = static_cast<unsigned>(*n);
+    }
   }
   s.list_mailbox = config.get_default("list-mailbox").value_or("");
   s.list_select_opts = upper_words(config.get_default("list-select-opts").value_or(""));

@@ -8,6 +8,7 @@
 #include "sync/context.hpp"
 #include "sync/mailbox_list.hpp"
 #include "sync/mailbox_sync.hpp"
+#include "sync/workers.hpp"
 
 #include <fmt/format.h>
 
@@ -35,7 +36,7 @@ SyncSettings checked(SyncSettings settings) {
 }  // namespace
 
 struct INTERIMAP_LOCAL SyncSession::Impl {
-  Impl(SyncSettings settings, Logger& logger) : ctx(checked(std::move(settings)), logger), list(ctx) {
+  Impl(SyncSettings settings, Logger& logger) : ctx(checked(std::move(settings)), logger), list(ctx), workers(ctx) {
     for (Side s : kSides) ctx.names.set_reference(s, ctx.settings.list_reference[index(s)]);
   }
 
@@ -44,6 +45,7 @@ struct INTERIMAP_LOCAL SyncSession::Impl {
 
   Context ctx;
   detail::sync::MailboxList list;
+  detail::sync::Workers workers;  // the pass's other connections
   std::vector<std::string> mailboxes;  // synchronized by the last run (database form)
   // The database generation a pass left unchanged (a no-op pass): the same
   // LIST answers again make the same no-op.
@@ -56,44 +58,10 @@ void SyncSession::Impl::open() {
   // another run holds it (as the reference).
   StateOptions so;
   so.create_if_missing = !ctx.settings.watch;
-  ctx.db = std::make_unique<StateDB>(ctx.settings.database, so);
-  ctx.journal = std::make_unique<detail::sync::AppendJournal>(ctx.settings.database + "-appends");
+  ctx.attach_db(std::make_shared<detail::sync::SharedDb>(std::make_unique<StateDB>(ctx.settings.database, so)));
+  ctx.journal = std::make_shared<detail::sync::AppendJournal>(ctx.settings.database + "-appends");
 
-  for (Side s : kSides) {
-    ConnectionOptions co = ctx.settings.connections[index(s)];
-    co.name = std::string(to_string(s));
-    if (ctx.settings.watch && co.type != ConnectionOptions::Type::Tunnel) co.keepalive = true;
-    ctx.connections[index(s)] = std::make_unique<Connection>(std::move(co), ctx.log);
-  }
-  ctx.both.run([&](Side s) {
-    Connection& c = ctx.connection(s);
-    c.open();
-    // Each side's change tracking: the best its server offers, or the one
-    // change-tracking forces (doc/design.md "Change tracking").
-    ChangeTracking mode = ctx.settings.change_tracking[index(s)];
-    // A forced mode does not use what it leaves out, even if advertised.
-    if (mode == ChangeTracking::Plain) c.ignore_capabilities({"QRESYNC", "CONDSTORE"});
-    if (mode == ChangeTracking::Condstore) c.ignore_capabilities({"QRESYNC"});
-    const bool enable = c.has_capability("ENABLE");
-    if (mode == ChangeTracking::Auto)
-      mode = enable && c.has_capability("QRESYNC")     ? ChangeTracking::Qresync
-             : enable && c.has_capability("CONDSTORE") ? ChangeTracking::Condstore
-                                                       : ChangeTracking::Plain;
-    const char* name = mode == ChangeTracking::Qresync     ? "qresync"
-                       : mode == ChangeTracking::Condstore ? "condstore"
-                                                           : "plain";
-    std::vector<const char*> needs = {"UIDPLUS"};
-    if (mode == ChangeTracking::Qresync) needs = {"UIDPLUS", "ENABLE", "QRESYNC"};
-    if (mode == ChangeTracking::Condstore) needs = {"UIDPLUS", "ENABLE", "CONDSTORE"};
-    for (const char* cap : needs)
-      if (!c.has_capability(cap))
-        Context::fail(to_string(s), fmt::format("Non {}-capable IMAP server (change-tracking {}).", cap, name));
-    if (mode == ChangeTracking::Qresync)
-      Mailbox::enable_qresync(c);
-    else if (mode == ChangeTracking::Condstore)
-      Mailbox::enable_condstore(c);
-    ctx.tracking[index(s)] = mode;
-  });
+  ctx.both.run([&](Side s) { detail::sync::connect_side(ctx, s); });
   // Without LIST-EXTENDED the subscriptions come from LSUB, and without
   // LIST-STATUS one STATUS per mailbox is pipelined (Connection::list).
   for (Side s : kSides)
@@ -123,12 +91,12 @@ void SyncSession::Impl::run() {
         break;
       }
       mailboxes = list.synchronize();
-      detail::sync::sync_mailboxes(ctx, list, mailboxes, /*repair=*/false);
+      detail::sync::sync_mailboxes(ctx, workers, list, mailboxes, /*repair=*/false);
       noop_generation = ctx.db->generation() == generation ? generation : UINT64_MAX;
       break;
     case SyncMode::Repair:
       mailboxes = list.synchronize();
-      detail::sync::sync_mailboxes(ctx, list, mailboxes, /*repair=*/true);
+      detail::sync::sync_mailboxes(ctx, workers, list, mailboxes, /*repair=*/true);
       break;
   }
 }
@@ -172,19 +140,25 @@ void SyncSession::close() noexcept {
   } catch (...) {
     for (Side s : kSides) end(s);  // the helper thread could not start
   }
+  impl_->workers.close();
   // As the reference, each side's traffic once its connection is closed
   // (once: close() may be called again), unless --quiet, when the run said
   // anything (a no-op run stays silent).
   try {
     if (ctx.debugging() || ctx.log.lines() > 0)
       for (Side s : kSides)
-        if (was_open[index(s)]) ctx.log.info(to_string(s), describe(ctx.connection(s).traffic()));
+        if (was_open[index(s)]) {
+          // All of the session's connections to that server.
+          ServerTraffic t = impl_->workers.traffic()[index(s)];
+          detail::sync::add_traffic(t, ctx.connection(s).traffic());
+          ctx.log.info(to_string(s), describe(t));
+        }
   } catch (...) {
   }
 }
 
 Connection& SyncSession::connection(Side side) { return impl_->ctx.connection(side); }
-StateDB& SyncSession::database() { return *impl_->ctx.db; }
+StateDB& SyncSession::database() { return impl_->ctx.db.unshared(); }
 const std::string& SyncSession::database_path() const { return impl_->ctx.settings.database; }
 const std::vector<std::string>& SyncSession::mailboxes() const { return impl_->mailboxes; }
 std::string SyncSession::wire_name(Side side, std::string_view name) const { return impl_->ctx.names.wire(side, name); }

@@ -290,7 +290,7 @@ void sync_messages(Context& ctx, Box& box, PerSide<UidSet> ignore) {
   if (pending) db.clear_pending_appends(box.idx);
   ctx.commit();
   // The journal served recover() and resume(); what it names is recorded.
-  if (pending || box.resumed) ctx.journal->clear();
+  if (pending || box.resumed) ctx.journal->done(box.idx);
 }
 
 }  // namespace interimap::detail::sync

@@ -16,6 +16,8 @@
 
 #include <fmt/format.h>
 
+#include <utility>
+
 namespace interimap {
 
 namespace detail {
@@ -263,7 +265,25 @@ void Logger::notice(std::string_view name, std::string_view mailbox, std::string
   write(LogLevel::Info, name, mailbox, message);
 }
 
+void Logger::Capture::add(Record record) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  records_.push_back(std::move(record));
+}
+
+std::vector<Logger::Record> Logger::Capture::take() {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  return std::exchange(records_, {});
+}
+
+void Logger::replay(const std::vector<Record>& records) {
+  for (const auto& r : records) write(r.level, r.name, r.mailbox, r.message);
+}
+
 void Logger::write(LogLevel level, std::string_view name, std::string_view mailbox, std::string_view message) {
+  if (capture_) {
+    capture_->add({level, std::string(name), std::string(mailbox), std::string(message)});
+    return;
+  }
   // The reference writes "PREFIX" + "WARNING: " / "ERROR: " + message;
   // informational and debug lines carry no level tag.
   std::string_view tag;

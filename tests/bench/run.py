@@ -266,7 +266,7 @@ class Bench:
         if self.time_tunnels:
             # Each server's CPU time (the tunnel command and the imap
             # process it becomes), for server_cpu_run().
-            cmd = f"{TIME} -o {base}-{side}.time -f '%e %U %S' {cmd}"
+            cmd = f"{TIME} -a -o {base}-{side}.time -f '%e %U %S' {cmd}"
         if self.trace:
             cmd = (f"{sys.executable} {os.path.join(HERE, 'relay.py')} {base}-{side}.json "
                    f"--c2s {base}-{side}.c2s -- {cmd}")
@@ -350,11 +350,17 @@ class Bench:
 
 
 def read_time(path):
-    """(wall, cpu) from a `time -f '%e %U %S'` file, or None."""
+    """(wall, cpu) from a `time -a -f '%e %U %S'` file, or None: one line
+    per tunnel started, so the CPU of every connection a run opened to that
+    server is counted (interimap opens up to max-connections per server);
+    wall is the longest."""
     try:
         with open(path) as f:
-            e, u, sy = f.read().split()[-3:]
-        return float(e), float(u) + float(sy)
+            lines = [ln.split() for ln in f if len(ln.split()) == 3]
+        if not lines:
+            return None
+        return (max(float(e) for e, _, _ in lines),
+                sum(float(u) + float(sy) for _, u, sy in lines))
     except (OSError, ValueError):
         return None
 

@@ -7,6 +7,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -270,4 +272,33 @@ TEST_CASE("Logger::open_file failure names the file") {
   } catch (const interimap::Error& e) {
     CHECK(std::string(e.what()).find("/nonexistent-dir/interimap.log") != std::string::npos);
   }
+}
+
+TEST_CASE("Logger::capture keeps the filtered lines; replay writes them as the logger's own") {
+  interimap::Logger worker;
+  worker.set_quiet(true);
+  auto capture = std::make_shared<interimap::Logger::Capture>();
+  worker.capture(capture);
+  worker.info("local", "dropped: quiet");
+  worker.warning("remote", "kept");
+  worker.notice("local", "INBOX", "kept too");
+  worker.log(interimap::LogLevel::Debug, "local", {}, "dropped: no debug");
+  CHECK(worker.lines() == 0);  // nothing written yet
+  const auto records = capture->take();
+  REQUIRE(records.size() == 2);
+  CHECK(records[0].level == interimap::LogLevel::Warning);
+  CHECK(records[0].name == "remote");
+  CHECK(records[0].message == "kept");
+  CHECK(records[1].mailbox == "INBOX");
+  CHECK(capture->take().empty());  // taken once
+  test_util::TempDir dir("iit-capture");
+  interimap::Logger main;
+  main.open_file(dir.file("log"));
+  main.replay(records);
+  CHECK(main.lines() == 2);
+  std::ifstream in(dir.file("log"));
+  std::stringstream text;
+  text << in.rdbuf();
+  CHECK(text.str().find("remote: WARNING: kept\n") != std::string::npos);
+  CHECK(text.str().find("local(INBOX): kept too\n") != std::string::npos);
 }

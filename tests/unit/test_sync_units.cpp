@@ -9,6 +9,7 @@
 #include "sync/flags.hpp"
 #include "sync/known.hpp"
 #include "sync/names.hpp"
+#include "sync/shared_db.hpp"
 
 #include <doctest/doctest.h>
 
@@ -17,10 +18,13 @@
 #include <filesystem>
 #include <fstream>
 
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <optional>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace std::string_literals;
@@ -219,6 +223,12 @@ TEST_CASE("SyncSettings::from_config: the reference's options and refusals") {
   CHECK(s.connections[1].compress);
   CHECK(s.logfile.empty());
   CHECK(s.log_prefix.expand("local", "INBOX") == "local:");
+  CHECK(s.max_connections == std::array<unsigned, 2>{2, 2});  // the default
+  {
+    // max-connections: per section, or for both from the default section.
+    const auto one = SyncSettings::from_config(Config::parse("database = /nonexistent/s.db\nmax-connections = 1\n[local]\n[remote]\nmax-connections = 4\n", "c"));
+    CHECK(one.max_connections == std::array<unsigned, 2>{1, 4});
+  }
 
   const struct {
     const char* text;
@@ -232,6 +242,9 @@ TEST_CASE("SyncSettings::from_config: the reference's options and refusals") {
       {"list-mailbox =\n[local]\n[remote]\n", "Invalid option list-mailbox = "},
       {"list-select-opts = (x)\n[local]\n[remote]\n", "Invalid option list-select-opts = (x)"},
       {"log-prefix = %x\n[local]\n[remote]\n", nullptr},  // a malformed log-prefix: ConfigError naming it
+      {"database = /x/s.db\n[local]\nmax-connections = 0\n[remote]\n", nullptr},
+      {"database = /x/s.db\n[local]\n[remote]\nmax-connections = 17\n", nullptr},
+      {"database = /x/s.db\nmax-connections = two\n[local]\n[remote]\n", nullptr},
   };
   for (const auto& r : refusals) {
     CAPTURE(r.text);
@@ -292,6 +305,25 @@ TEST_CASE("append journal: the lines of one pending-append row, torn and stale l
   CHECK(disabled.entries(1, Side::Local, 5).empty());
 }
 
+TEST_CASE("append journal: removed once every mailbox that recorded copies is done") {
+  using Copy = engine::AppendJournal::Copy;
+  test_util::TempDir dir("iit-journal");
+  const std::string path = dir.file("state.db-appends");
+  engine::AppendJournal journal(path);
+  journal.record(1, Side::Local, 5, {Copy{10, "a", ""}});
+  journal.record(2, Side::Remote, 7, {Copy{11, "b", ""}});
+  journal.done(1);  // mailbox 2's copies are still in flight: kept
+  REQUIRE(std::filesystem::exists(path));
+  CHECK(journal.entries(2, Side::Remote, 7).size() == 1);
+  journal.done(2);
+  CHECK(!std::filesystem::exists(path));
+  journal.record(3, Side::Local, 1, {Copy{12, "c", ""}});
+  journal.done(4);  // a mailbox that recorded nothing: 3 is not done
+  CHECK(std::filesystem::exists(path));
+  journal.done(3);
+  CHECK(!std::filesystem::exists(path));
+}
+
 TEST_CASE("append journal: an unwritable file is an error before the APPEND") {
   test_util::TempDir dir("iit-journal");
   engine::AppendJournal journal(dir.file("missing/dir/state.db-appends"));
@@ -325,4 +357,39 @@ TEST_CASE("clip_to_known: a server's set is clipped to the known UIDs, in ranges
   const UidSet rest = engine::clip_to_known(huge, known);
   CHECK(huge.size() == 20000);
   CHECK(rest.size() == 4294967295u - 20000);
+}
+
+TEST_CASE("shared database: one owner at a time, nested, released by another thread") {
+  test_util::TempDir dir("iit-shared");
+  auto shared = std::make_shared<engine::SharedDb>(std::make_unique<interimap::StateDB>(dir.file("state.db")));
+  int a = 0, b = 0;
+  engine::DbHandle ha(shared, &a), hb(shared, &b);
+  {
+    auto held = ha.lock();
+    (void)ha->generation();  // nested: the same owner does not wait
+    std::atomic<bool> got{false};
+    std::thread other([&] {
+      (void)hb->generation();  // waits for `held`
+      got = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(got.load());
+    // Released by the end of this scope, then the other owner goes on.
+    auto release = std::move(held);
+    {
+      auto gone = std::move(release);
+    }
+    other.join();
+    CHECK(got.load());
+  }
+  // A transaction's hold (Context::write) may end on another thread.
+  ha.acquire();
+  std::atomic<bool> got{false};
+  std::thread waiter([&] {
+    (void)hb->generation();
+    got = true;
+  });
+  std::thread([&] { ha.release(); }).join();
+  waiter.join();
+  CHECK(got.load());
 }
