@@ -166,6 +166,9 @@ class INTERIMAP_API Connection {
   // UTF-7).  A NO or BAD is returned, not thrown: the caller decides
   // (interimap warns about a failed CREATE and stops at a failed DELETE).
   [[nodiscard]] CommandStatus create(std::string_view mailbox);          // CREATE
+  // Several CREATEs pipelined (one round trip, not one per mailbox): the
+  // status of each, in order.
+  [[nodiscard]] std::vector<CommandStatus> create(const std::vector<std::string>& mailboxes);
   [[nodiscard]] CommandStatus delete_mailbox(std::string_view mailbox);  // DELETE
   [[nodiscard]] CommandStatus rename(std::string_view from, std::string_view to);  // RENAME
   [[nodiscard]] CommandStatus subscribe(std::string_view mailbox);

@@ -281,6 +281,20 @@ CommandStatus Connection::create(std::string_view mailbox) {
   return to_command_status(client_->run(client_->command("CREATE").mailbox(mailbox).build(), {}, true));
 }
 
+std::vector<CommandStatus> Connection::create(const std::vector<std::string>& mailboxes) {
+  // In windows, so that the commands queued stay bounded.
+  constexpr size_t kWindow = 256;
+  std::vector<CommandStatus> out;
+  out.reserve(mailboxes.size());
+  for (size_t first = 0; first < mailboxes.size(); first += kWindow) {
+    std::vector<uint64_t> ids;
+    for (size_t i = first; i < std::min(mailboxes.size(), first + kWindow); ++i)
+      ids.push_back(client_->send(client_->command("CREATE").mailbox(mailboxes[i]).build()));
+    for (uint64_t id : ids) out.push_back(to_command_status(client_->wait(id, true)));
+  }
+  return out;
+}
+
 CommandStatus Connection::delete_mailbox(std::string_view mailbox) {
   return to_command_status(client_->run(client_->command("DELETE").mailbox(mailbox).build(), {}, true));
 }

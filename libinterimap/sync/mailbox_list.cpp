@@ -147,7 +147,10 @@ const std::map<std::string, MailboxRecord, std::less<>>& MailboxList::records() 
 }
 
 void MailboxList::create(Side side, const std::string& wire_name) {
-  const auto status = ctx_.connection(side).create(wire_name);
+  report_create(side, wire_name, ctx_.connection(side).create(wire_name));
+}
+
+void MailboxList::report_create(Side side, const std::string& wire_name, const CommandStatus& status) {
   if (status.ok())
     ctx_.log.info(to_string(side), "Created mailbox " + wire_name);
   else
@@ -178,6 +181,32 @@ std::vector<std::string> MailboxList::synchronize() {
 
   // One query for all the records (each step below changes only its own).
   const auto& known = records();
+  // The mailboxes one side lacks are created in one pipelined round trip
+  // per server, both at once, unless the loop below stops at a mailbox
+  // the database knows but one side lacks (then each goes in turn, so
+  // that nothing after it is created).
+  PerSide<std::vector<std::string>> to_create;
+  bool batch = true;
+  for (const auto& name : candidates) {
+    PerSide<bool> present;
+    for (Side side : kSides) {
+      const auto* i = info(side, names.wire(side, name));
+      present[index(side)] = i != nullptr && i->selectable();
+    }
+    if (present[0] == present[1]) continue;
+    if (known.count(name) != 0) {
+      batch = false;
+      break;
+    }
+    const Side to = present[0] ? Side::Remote : Side::Local;
+    to_create[index(to)].push_back(names.wire(to, name));
+  }
+  PerSide<std::vector<CommandStatus>> created;
+  PerSide<size_t> next_created{};
+  if (batch && !(to_create[0].empty() && to_create[1].empty()))
+    ctx_.both.run([&](Side side) {
+      if (!to_create[index(side)].empty()) created[index(side)] = ctx_.connection(side).create(to_create[index(side)]);
+    });
   std::vector<std::string> result;
   for (const auto& name : candidates) {
     const PerSide<std::string> wire = {names.wire(Side::Local, name), names.wire(Side::Remote, name)};
@@ -223,11 +252,17 @@ std::vector<std::string> MailboxList::synchronize() {
       const bool subscribed = listed[index(from)]->subscribed();
       ctx_.write().add_mailbox(name, subscribed);
       ctx_.notice("database", "Created mailbox " + pretty);
-      create(to, wire[index(to)]);
+      if (batch)
+        report_create(to, wire[index(to)], created[index(to)].at(next_created[index(to)]++));
+      else
+        create(to, wire[index(to)]);
       if (subscribed) subscribe(to, wire[index(to)], true);
-      ctx_.commit();
+      // With the batch, committed at the end: a mailbox created and not
+      // recorded is found on both sides by the next run, and recorded.
+      if (!batch) ctx_.commit();
     }
   }
+  ctx_.commit();
   return result;
 }
 

@@ -52,6 +52,8 @@ class MailboxList {
   Connection::PendingList list_begin(Side side);
   bool exists(Side side, std::string_view wire_name) const;
   void create(Side side, const std::string& wire_name);
+  // The log line of a CREATE's answer (a warning when refused).
+  void report_create(Side side, const std::string& wire_name, const CommandStatus& status);
   void subscribe(Side side, const std::string& wire_name, bool subscribe);
 
   Context& ctx_;
