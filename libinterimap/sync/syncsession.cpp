@@ -24,6 +24,7 @@ using detail::sync::kSides;
 constexpr std::string_view kVersion = "0.5.7";
 
 SyncSettings checked(SyncSettings settings) {
+  if (settings.dry_run && settings.watch) throw std::invalid_argument("SyncSession: a dry run cannot watch");
   if (settings.mode == SyncMode::Delete && settings.mailboxes.empty())
     throw std::invalid_argument("SyncSession: --delete needs at least one mailbox");
   if (settings.mode == SyncMode::Rename && settings.mailboxes.size() != 2)
@@ -56,12 +57,14 @@ void SyncSession::Impl::open() {
   // another run holds it (as the reference).
   StateOptions so;
   so.create_if_missing = !ctx.settings.watch;
+  so.private_copy = ctx.settings.dry_run;
   ctx.db = std::make_unique<StateDB>(ctx.settings.database, so);
-  ctx.journal = std::make_unique<detail::sync::AppendJournal>(ctx.settings.database + "-appends");
+  ctx.journal = std::make_unique<detail::sync::AppendJournal>(ctx.settings.database + "-appends", ctx.settings.dry_run);
 
   for (Side s : kSides) {
     ConnectionOptions co = ctx.settings.connections[index(s)];
     co.name = std::string(to_string(s));
+    co.dry_run = co.dry_run || ctx.settings.dry_run;
     if (ctx.settings.watch && co.type != ConnectionOptions::Type::Tunnel) co.keepalive = true;
     ctx.connections[index(s)] = std::make_unique<Connection>(std::move(co), ctx.log);
   }
