@@ -384,11 +384,11 @@ void Client::close(bool logout) noexcept {
 }
 
 uint64_t Client::send(Command cmd, UntaggedHandler on_untagged) {
-  if (!stream_) throw NetworkError(name(), "not connected");
   // The dry run's guarantee, whatever the layers above ask: the callers
   // answer these locally (Connection, Mailbox); one that does not is a bug.
   if (dry_run_ && changes_server(cmd.name))
     throw std::logic_error(fmt::format("{}: dry run: refusing to send {}", name(), cmd.name));
+  if (!stream_) throw NetworkError(name(), "not connected");
   uint64_t id = next_id_++;
   Pending p;
   p.id = id;

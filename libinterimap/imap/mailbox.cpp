@@ -205,6 +205,13 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
   // A dry run's mailbox that the server does not have (its CREATE was not
   // sent): selected locally, empty, nothing asked of the server.
   bool emulated = false;
+
+  // A dry run's record of this mailbox (its expunges, for dry_gone()).
+  PlannedChanges::MailboxChanges& planned() { return dry->planned.mailboxes[wire]; }
+  // A message this dry run "expunged": the server still has it, but every
+  // later read must not see it, as the real run's would not (recover()
+  // expunges a copy, the pass after it must not copy that copy back).
+  bool dry_gone(uint32_t uid) { return dry != nullptr && planned().expunged.contains(uid); }
   std::string wire;
   std::string display;  // UTF-8 for messages
 
@@ -458,7 +465,8 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
     Changes c;
     c.flags.reserve(modified.size());
     for (auto& [uid, change] : modified)
-      if (!vanished.contains(uid)) c.flags.push_back(MessageFlags{uid, change.modseq, std::move(change.flags)});
+      if (!vanished.contains(uid) && !dry_gone(uid))
+        c.flags.push_back(MessageFlags{uid, change.modseq, std::move(change.flags)});
     c.vanished = std::move(vanished);
     vanished.clear();
     modified.clear();
@@ -778,7 +786,7 @@ void Mailbox::fetch_flags(const UidSet& uids, const std::function<void(MessageFl
     if (f == nullptr || !f->uid || !f->flags || f->body || f->body_streamed || !op->wanted.contains(*f->uid))
       return false;
     self->record_fetch(*f, false);
-    if (op->callback == nullptr) return true;  // abandoned after an exception
+    if (op->callback == nullptr || self->dry_gone(*f->uid)) return true;  // abandoned; expunged by this dry run
     MessageFlags m{*f->uid, f->modseq.value_or(0), without_recent(*f->flags)};
     (*op->callback)(m);
     return true;
@@ -809,12 +817,12 @@ std::vector<std::pair<uint32_t, uint64_t>> Mailbox::fetch_sizes(const UidSet& ui
   };
   auto found = std::make_shared<Found>();
   found->wanted = uids;
-  auto handler = [found](const Response& r) -> bool {
+  auto handler = [found, self = state_](const Response& r) -> bool {
     const auto* f = std::get_if<FetchData>(&r.data);
     if (f == nullptr || !f->uid || !f->size || f->flags || f->body || f->body_streamed ||
         !found->wanted.contains(*f->uid))
       return false;
-    if (!found->seen.contains(*f->uid)) {
+    if (!found->seen.contains(*f->uid) && !self->dry_gone(*f->uid)) {
       found->seen.insert(*f->uid);
       found->sizes.emplace_back(*f->uid, *f->size);
     }
@@ -902,7 +910,7 @@ Mailbox::UpdateResult Mailbox::update(const UidSet& expunge, const std::vector<F
     fetch_flags(named, [&](MessageFlags& m) {
       if (m.flags) current[m.uid] = std::move(*m.flags);
     });
-    auto& planned = st.dry->planned.mailboxes[st.wire];
+    auto& planned = st.planned();
     UidSet expunged;
     for (const auto& [uid, flags] : current)
       if (expunge.contains(uid)) expunged.insert(uid);
@@ -1102,6 +1110,7 @@ void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Messag
                           fmt::format("{}: UID FETCH response without UID (RFC 3501 6.4.8)", self->display));
     // Only what was asked for, once (doc/design.md "Bounding what a server
     // sends"): a message the server adds or repeats is not delivered again.
+    if (self->dry_gone(*f->uid)) return true;  // expunged by this dry run
     if (!op->wanted.contains(*f->uid) || op->delivered.contains(*f->uid)) {
       Logger& log = self->client->logger();
       if (log.debug() > 0)
@@ -1284,7 +1293,7 @@ std::vector<uint32_t> Mailbox::dry_append(const std::vector<AppendMessage>& mess
     }
   }
   uint32_t uid = std::max(next.value_or(1), st.dry->next_uid[st.wire]);
-  auto& planned = st.dry->planned.mailboxes[st.wire];
+  auto& planned = st.planned();
   std::vector<uint32_t> uids;
   uids.reserve(messages.size());
   for (const auto& [begin, end] : batches) {
@@ -1331,6 +1340,7 @@ UidSet Mailbox::search(std::string_view criteria) {
   const auto status = st.run(cmd.raw(criteria).build(), handler);
   if (status.kind != StatusResponse::Kind::Ok)
     st.command_failed("UID SEARCH", fmt::format("UID SEARCH {}", criteria), status);
+  if (st.dry != nullptr) result->erase(st.planned().expunged);
   return std::move(*result);
 }
 

@@ -30,10 +30,14 @@ Each scenario sets up a state, then:
 Scenarios: a first sync (no database yet; mailboxes new on either side,
 nested, subscribed); incremental changes of every kind on both sides
 (new messages, flags added and removed, expunges, a conflict) with QRESYNC
-on both sides and again with a plain remote; new mailboxes on either side
+on both sides, and again with a remote forced to plain, a Gmail-like
+(CONDSTORE alone) and a Microsoft-365-like one (neither); new mailboxes on either side
 and subscription changes; a database-only change; a mailbox deleted on
 one side (the run's refusal is the same, then --delete); --delete;
---rename; --repair (a lost mapping, a missed expunge); a locked database.
+--rename; --repair (a lost mapping, a flag change); an interrupted run
+(pending-append row and append journal: recovery pairs two copies and
+expunges one whose source is gone; the journal stays until the real run);
+a locked database; --dry-run with --watch or --notify refused.
 """
 
 import collections
@@ -204,12 +208,13 @@ class DryRun(unittest.TestCase):
         without the marker, summary lines, database line or None)."""
         before = self.state(p)
         db_before = db_file(p.db)
+        journal_before = db_file(p.db + "-appends")
         marks = {side: g.mark() for side, g in self.gates.items()}
         r = p.run("--dry-run", *args)
         self.assertIn(r.rc, (0, 1, 3), r.describe())
         self.assertEqual(before, self.state(p), "a store changed during the dry run\n" + r.describe())
         self.assertEqual(db_before, db_file(p.db), "the database file changed (bytes or mtime)")
-        self.assertFalse(os.path.exists(p.db + "-appends"), "the dry run left an append journal")
+        self.assertEqual(journal_before, db_file(p.db + "-appends"), "the dry run touched the append journal")
         self.assertFalse(os.path.exists(p.db + "-journal"), "the dry run left an SQLite journal")
         self.verbs = {}
         for side, g in self.gates.items():
@@ -310,6 +315,15 @@ class DryRun(unittest.TestCase):
     def test_incremental_plain_remote(self):
         self.incremental(remote_opts={"change-tracking": "plain"})
 
+    def test_incremental_gmail_like_remote(self):
+        # CONDSTORE without QRESYNC (its tracker reads the copies' MODSEQs
+        # again at the end), through the gate with Gmail's capabilities.
+        self.incremental(remote_caps=h.GMAIL_LIKE)
+
+    def test_incremental_m365_like_remote(self):
+        # Neither (plain), no LIST-STATUS, no MULTIAPPEND, no ENABLE.
+        self.incremental(remote_caps=h.M365_LIKE)
+
     def test_new_mailboxes_and_subscriptions(self):
         p = self.synced()
         p.seed("local", {"Lnew": s.msgs("ln", 2), "Box\0kid": s.msgs("kid", 1, ["\\Seen"])})
@@ -376,6 +390,44 @@ class DryRun(unittest.TestCase):
         self.assertIn("Redownloading", dry.err)
         p.check(allow_duplicates=True)
         self.nothing_left(p, "--repair")
+
+    def test_interrupted_run(self):
+        # The state a run leaves when killed between the target's execution
+        # of an APPEND and the commit of its mappings (test_sync_recover
+        # makes it with a real kill): three new remote messages copied to
+        # local, the database as before the copy plus the pending-append
+        # row, the append journal naming the copies; then the source of the
+        # second one is expunged.  The next run pairs two copies and
+        # expunges the third: so must the dry run say, and leave the
+        # journal and the row for the real run.
+        p = self.synced()
+        old_next = p.local.status("INBOX")["UIDNEXT"]
+        with open(p.db, "rb") as f:
+            saved = f.read()
+        with h.Imap(p.remote) as m:
+            for i in range(3):
+                m.append("INBOX", s.message("crash", i), ["\\Seen"] if i == 0 else [])
+            ruids = m.uids("INBOX")[-3:]
+            bodies = m.messages("INBOX")
+        p.sync()
+        with open(p.db, "wb") as f:
+            f.write(saved)
+        idx = next(i for i, (name, _) in s.read_db(p.db)["mailboxes"].items() if name == "INBOX")
+        s.db_execute(p.db, ("INSERT INTO interimap_pending_append (idx, side, UIDNEXT) VALUES (?, 0, ?)",
+                            (idx, old_next)))
+        with open(p.db + "-appends", "w") as f:
+            for uid in ruids:
+                flags = " ".join(sorted(bodies[uid][0]))
+                f.write(f"{idx} 0 {old_next} {uid} {hashlib.sha256(bodies[uid][1]).hexdigest()}"
+                        f"{' ' + flags if flags else ''}\n")
+        with h.Imap(p.remote) as m:
+            m.expunge("INBOX", [ruids[1]])
+        _, dry, summary = self.dry_then_real(p)
+        self.assertIn("Recovered 2 message(s)", dry.err)
+        self.assertEqual(summary, [f"local(INBOX): would expunge 1 message(s): UID {old_next + 1}"])
+        self.assertFalse(os.path.exists(p.db + "-appends"))
+        p.check()
+        self.nothing_left(p)
 
     def test_locked_database(self):
         p = self.synced()

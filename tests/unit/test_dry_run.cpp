@@ -3,9 +3,11 @@
 // table of commands a dry-run connection never sends, PlannedChanges and
 // the Logger's marker.  Each test works in its own temp directory.
 #include <interimap/dry_run.hpp>
+#include <interimap/error.hpp>
 #include <interimap/log.hpp>
 #include <interimap/statedb.hpp>
 
+#include "imap/client.hpp"
 #include "imap/dry_run.hpp"
 #include "sync/append_journal.hpp"
 
@@ -155,6 +157,24 @@ TEST_CASE("the commands a dry-run connection never sends") {
                         "UNSELECT", "ENABLE", "CAPABILITY", "LOGIN", "AUTHENTICATE", "LOGOUT", "IDLE", "COMPRESS",
                         "NOTIFY", "ID", "STARTTLS", "GETMETADATA"})
     CHECK_FALSE_MESSAGE(changes_server(c), c);
+}
+
+TEST_CASE("a dry-run client refuses to send a command that writes, whatever asks it to") {
+  interimap::Logger logger;
+  interimap::ConnectionOptions options;
+  options.name = "remote";
+  options.dry_run = true;
+  interimap::detail::imap::Client dry(options, logger);
+  REQUIRE(dry.dry_run() != nullptr);
+  for (const char* verb : {"SELECT", "UID STORE", "UID EXPUNGE", "APPEND", "CREATE", "DELETE", "UID MOVE"})
+    CHECK_THROWS_WITH_AS(dry.send(dry.command(verb).raw("x").build()),
+                         (std::string("remote: dry run: refusing to send ") + verb).c_str(), std::logic_error);
+  // A read goes on to the stream (none here: not connected).
+  CHECK_THROWS_AS(dry.send(dry.command("EXAMINE").raw("INBOX").build()), interimap::NetworkError);
+  options.dry_run = false;
+  interimap::detail::imap::Client real(options, logger);
+  CHECK(real.dry_run() == nullptr);
+  CHECK_THROWS_AS(real.send(real.command("UID STORE").raw("1").build()), interimap::NetworkError);
 }
 
 TEST_CASE("PlannedChanges::empty") {
