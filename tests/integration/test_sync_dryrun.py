@@ -360,6 +360,12 @@ class DryRun(unittest.TestCase):
 
     def test_delete(self):
         p = self.synced()
+        # --quiet: the engine's informational lines go (its notices stay,
+        # as the reference's msg()), the summary stays.
+        r, planned, summary, db_lines = self.dry(p, "--quiet", "--delete", "Box")
+        self.assertEqual((r.rc, planned), (3, ["database: Removed mailbox Box"]), r.describe())
+        self.assertEqual(sorted(summary), ["local: would delete mailbox Box", "remote: would delete mailbox Box"])
+        self.assertEqual(db_lines, ["database: would be updated: " + p.db])
         _, _, summary = self.dry_then_real(p, "--delete", "Box")
         self.assertEqual(sorted(summary), ["local: would delete mailbox Box", "remote: would delete mailbox Box"])
         self.nothing_left(p)
