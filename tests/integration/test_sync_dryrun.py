@@ -37,7 +37,8 @@ one side (the run's refusal is the same, then --delete); --delete;
 --rename; --repair (a lost mapping, a flag change); an interrupted run
 (pending-append row and append journal: recovery pairs two copies and
 expunges one whose source is gone; the journal stays until the real run);
-a locked database; --dry-run with --watch or --notify refused.
+a locked database; a dry run stopped by SIGTERM (exit 1, not "nothing to
+do"); --dry-run with --watch or --notify refused.
 """
 
 import collections
@@ -46,6 +47,7 @@ import os
 import re
 import sqlite3
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -452,6 +454,25 @@ class DryRun(unittest.TestCase):
             con.close()
         self.assertEqual(before, db_file(p.db))
         self.nothing_left(p)
+
+    def test_stopped_by_a_signal(self):
+        # SIGTERM while the local tunnel is still starting: the run stops
+        # before its pass, so the dry run saw nothing; it must not say
+        # "nothing to do" (exit 0) but exit 1, its plan incomplete.
+        p = self.synced()
+        with h.Imap(p.remote) as m:
+            m.append("INBOX", s.message("late", 1))
+        p.write_config(local_command=f"sleep 2; {p.local.command} 2>>{p.local.log_path}")
+        before = self.state(p)
+        proc = p.spawn("--dry-run")
+        time.sleep(0.5)  # its signal handlers are in place; the tunnel sleeps
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+        err = err.decode("utf-8", "replace")
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn("(dry run) ERROR: dry run stopped by a signal: the plan above is incomplete", err)
+        self.assertNotIn("dry run: nothing to do", err)
+        self.assertEqual(before, self.state(p))
 
     def test_refusals(self):
         p = self.synced()
