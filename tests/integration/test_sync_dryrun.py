@@ -28,7 +28,8 @@ Each scenario sets up a state, then:
     scenario leaves something, e.g. a refusal).
 
 Scenarios: a first sync (no database yet; mailboxes new on either side,
-nested, subscribed); incremental changes of every kind on both sides
+nested, subscribed); 300 new messages and a 1.5 MB one (several APPEND
+batches on both sides at once); incremental changes of every kind on both sides
 (new messages, flags added and removed, expunges, a conflict) with QRESYNC
 on both sides, and again with a remote forced to plain, a Gmail-like
 (CONDSTORE alone) and a Microsoft-365-like one (neither); new mailboxes on either side
@@ -283,6 +284,18 @@ class DryRun(unittest.TestCase):
         self.assertIn("local: would create mailbox Archive", summary)
         self.assertIn("local: would subscribe to Archive", summary)
         self.assertTrue(any(x.startswith("remote(lists/dev): would append 2 message(s)") for x in summary), summary)
+        p.check()
+        self.nothing_left(p)
+
+    def test_many_messages(self):
+        # Several APPEND batches (128 messages or 1 MiB each) on both sides at
+        # once, a large message alone in its batch: the UIDs the dry run
+        # hands out are those the servers then give.
+        p = self.synced()
+        p.seed("remote", {"INBOX": s.msgs("many", 300)}, create=False)
+        p.seed("local", {"Box": s.msgs("big", 3, size=lambda i: 1_500_000 if i == 1 else None)}, create=False)
+        _, _, summary = self.dry_then_real(p)
+        self.assertIn("local(INBOX): would append 300 message(s)", " ".join(summary))
         p.check()
         self.nothing_left(p)
 
