@@ -476,7 +476,9 @@ bool StateDB::differs_from_file() {
   if (count("SELECT (SELECT user_version FROM main.pragma_user_version) != "
             "(SELECT user_version FROM original.pragma_user_version)") != 0)
     return true;
-  auto schema = [](std::string_view db) { return fmt::format("SELECT type, name, tbl_name, sql FROM {}.sqlite_master", db); };
+  auto schema = [](std::string_view db) {
+    return fmt::format("SELECT type, name, tbl_name, sql FROM {}.sqlite_master", db);
+  };
   if (count(fmt::format("SELECT COUNT(*) FROM ({} EXCEPT {})", schema("main"), schema("original"))) != 0 ||
       count(fmt::format("SELECT COUNT(*) FROM ({} EXCEPT {})", schema("original"), schema("main"))) != 0)
     return true;
