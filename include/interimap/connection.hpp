@@ -82,6 +82,7 @@ struct INTERIMAP_API CommandStatus {
 };
 
 class Error;
+struct PlannedChanges;  // interimap/dry_run.hpp
 
 // Whether an error that ended a long run (interimap --watch / --notify,
 // pullimap --idle) may be the server ending the session because its
@@ -165,6 +166,8 @@ class INTERIMAP_API Connection {
   // Mailbox commands (RFC 3501 6.3.3-6.3.7) on wire names (modified
   // UTF-7).  A NO or BAD is returned, not thrown: the caller decides
   // (interimap warns about a failed CREATE and stops at a failed DELETE).
+  // In dry-run mode nothing is sent: the command is recorded and OK
+  // returned (a mailbox so created is then emulated, empty, by Mailbox).
   [[nodiscard]] CommandStatus create(std::string_view mailbox);          // CREATE
   // Several CREATEs pipelined (one round trip, not one per mailbox): the
   // status of each, in order.
@@ -182,7 +185,8 @@ class INTERIMAP_API Connection {
   std::optional<char> hierarchy_delimiter(std::string_view reference = "");
   // APPEND one message; returns the APPENDUID (UIDVALIDITY, UID) when the
   // server gives it.  Unlike Mailbox::append, it needs no UIDPLUS: a
-  // server without it still takes the message (no UIDs come back).
+  // server without it still takes the message (no UIDs come back).  In
+  // dry-run mode it is recorded, not sent, and nullopt returned.
   std::optional<std::pair<uint32_t, uint32_t>> append(std::string_view mailbox, std::string_view message,
                                                       const std::vector<std::string>& flags = {},
                                                       std::string_view internaldate = "");
@@ -229,6 +233,9 @@ class INTERIMAP_API Connection {
 
   // The bytes exchanged so far; still available after close().
   ServerTraffic traffic() const;
+  // With options().dry_run: what was asked of the server and not sent
+  // (include/interimap/dry_run.hpp); otherwise always empty.
+  const PlannedChanges& planned_changes() const;
 
  private:
   friend class detail::imap::ConnectionInternal;

@@ -53,6 +53,9 @@ class INTERIMAP_API Logger {
   bool quiet() const { return quiet_; }
   int debug() const { return debug_; }
   void set_prefix(LogPrefix prefix) { prefix_ = std::move(prefix); }
+  // Text written at the start of every line, before the prefix (after a
+  // log file's timestamp): "(dry run) " for interimap --dry-run.  Default "".
+  void set_marker(std::string marker) { marker_ = std::move(marker); }
   // Appends to this file instead of stderr (interimap "logfile").  Throws Error.
   void open_file(const std::string& path);
 
@@ -98,6 +101,7 @@ class INTERIMAP_API Logger {
   bool quiet_ = false;
   int debug_ = 0;
   LogPrefix prefix_;
+  std::string marker_;
   std::shared_ptr<std::FILE> file_;
   std::shared_ptr<Capture> capture_;
 };

@@ -161,7 +161,10 @@ class INTERIMAP_API Mailbox {
   // CONDSTORE, or does not list CONDSTORE as ENABLED.
   static void enable_condstore(Connection& connection);
 
-  // SELECT (read-write) or EXAMINE (read-only) the mailbox.  With qresync,
+  // SELECT (read-write) or EXAMINE (read-only) the mailbox.  In dry-run
+  // mode (ConnectionOptions::dry_run) always EXAMINE; STORE, EXPUNGE and
+  // APPEND are then answered locally (include/interimap/dry_run.hpp), and
+  // a mailbox the dry run "created" is emulated, empty.  With qresync,
   // ENABLE QRESYNC first if needed and send the QRESYNC parameter; the
   // VANISHED (EARLIER) UIDs and FETCH (UID FLAGS MODSEQ) changes that come
   // with the answer (RFC 7162 3.2.5.1) are then available from
@@ -322,6 +325,10 @@ class INTERIMAP_API Mailbox {
  private:
   std::vector<uint32_t> append_impl(const std::vector<AppendMessage>& messages, std::vector<AppendMessage>* owned,
                                     const AppendedCallback& on_batch, const AppendOptions& options);
+  // append() in a dry run (ConnectionOptions::dry_run): nothing sent.
+  std::vector<uint32_t> dry_append(const std::vector<AppendMessage>& messages,
+                                   const std::vector<std::pair<size_t, size_t>>& batches,
+                                   const AppendedCallback& on_batch);
   struct State;
   void open(bool examine, const std::optional<QresyncParams>& qresync);
 

@@ -78,6 +78,13 @@ struct ConnectionOptions {
   bool compress = false;
   // SO_KEEPALIVE on network sockets (set by --watch).
   bool keepalive = false;
+  // Dry run (interimap --dry-run, include/interimap/dry_run.hpp): nothing
+  // that changes the server is sent.  Mailbox::select() EXAMINEs; STORE,
+  // EXPUNGE, APPEND, CREATE, DELETE, RENAME, SUBSCRIBE and UNSUBSCRIBE are
+  // answered locally as accepted and recorded (Connection::planned_changes());
+  // the connection refuses to send any of them (std::logic_error).
+  // Default false.
+  bool dry_run = false;
   TlsOptions tls;
 
   // The port actually used: port, or the type's default.

@@ -94,6 +94,13 @@ struct StateOptions {
   // How long to wait for another process's lock before StateLockedError.
   // Default 250 ms, as the reference.
   std::chrono::milliseconds busy_timeout{250};
+  // Work on a private copy in memory (interimap --dry-run): the file is
+  // opened read-only just long enough to copy it (SQLite's backup API;
+  // StateLockedError when another process holds it), never locked for
+  // writing, created or written; every write goes to the copy and is
+  // gone with the object.  A missing file is an empty database (unless
+  // !create_if_missing).  Default false.
+  bool private_copy = false;
 };
 
 // mailboxes.idx: the key of a mailbox in every table.
@@ -161,6 +168,12 @@ class INTERIMAP_API StateDB {
   StateDB& operator=(const StateDB&) = delete;
 
   const std::string& path() const noexcept;
+  // With StateOptions::private_copy: whether the copy now differs from
+  // the file (schema, user_version or any row of any table), i.e. whether
+  // a real run would have written the file; a missing file differs.  The
+  // file is read again, read-only.  std::logic_error without a private
+  // copy or inside a Transaction; StateError when it cannot be read.
+  bool differs_from_file();
 
   // Creates the schema in an empty database, or upgrades a version-0 one
   // (interimap < 0.5, mailbox names as TEXT with the real delimiter) by
@@ -303,6 +316,7 @@ class INTERIMAP_API StateDB {
   void clear_synced_flags(MailboxId idx, Side side);
 
  private:
+  void open_private_copy(const StateOptions& options);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -108,6 +108,13 @@ struct INTERIMAP_API SyncSettings {
   // pipelines one STATUS per mailbox; the watch loop learns about changes
   // through NOTIFY).  Default false.
   bool notify = false;
+  // --dry-run (include/interimap/dry_run.hpp): both connections in
+  // dry-run mode (ConnectionOptions::dry_run: EXAMINE, no write sent), the
+  // database a private copy in memory (StateOptions::private_copy), the
+  // append journal read, never written; nothing on either server or on
+  // disk changes.  report_dry_run() tells what would have.  Not with
+  // watch.  Default false.
+  bool dry_run = false;
   // Checked between mailboxes: once it returns true, run() returns without
   // starting another one (the mailboxes done are committed; the others
   // wait for the next run).  For SIGTERM and friends.  Default: none.

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 
 namespace interimap::detail::imap {
 
@@ -78,7 +79,9 @@ std::string render_chunks(const Command& cmd, size_t first, size_t last) {
 }  // namespace
 
 Client::Client(ConnectionOptions options, Logger& logger)
-    : options_(std::move(options)), logger_(&logger), buf_(64 * 1024) {}
+    : options_(std::move(options)), logger_(&logger), buf_(64 * 1024) {
+  if (options_.dry_run) dry_run_ = std::make_unique<DryRunState>();
+}
 
 Client::~Client() { close(); }
 
@@ -381,6 +384,10 @@ void Client::close(bool logout) noexcept {
 }
 
 uint64_t Client::send(Command cmd, UntaggedHandler on_untagged) {
+  // The dry run's guarantee, whatever the layers above ask: the callers
+  // answer these locally (Connection, Mailbox); one that does not is a bug.
+  if (dry_run_ && changes_server(cmd.name))
+    throw std::logic_error(fmt::format("{}: dry run: refusing to send {}", name(), cmd.name));
   if (!stream_) throw NetworkError(name(), "not connected");
   uint64_t id = next_id_++;
   Pending p;

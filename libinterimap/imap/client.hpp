@@ -5,6 +5,7 @@
 #pragma once
 
 #include "imap/command.hpp"
+#include "imap/dry_run.hpp"
 #include "imap/mailbox_session.hpp"
 #include "imap/parser.hpp"
 #include "imap/response.hpp"
@@ -111,6 +112,8 @@ class Client {
 
   // The Mailbox layer's state of this connection (imap/mailbox.cpp).
   MailboxSession& mailbox_session() { return mailbox_session_; }
+  // With options().dry_run, the dry-run state (imap/dry_run.hpp); else null.
+  DryRunState* dry_run() { return dry_run_.get(); }
 
  private:
   struct Pending {
@@ -177,6 +180,7 @@ class Client {
   std::pair<uint64_t, uint64_t> before_compress_{};  // traffic_ when COMPRESS started
   std::vector<char> buf_;
   MailboxSession mailbox_session_;
+  std::unique_ptr<DryRunState> dry_run_;
 };
 
 }  // namespace interimap::detail::imap

@@ -1,4 +1,5 @@
 #include <interimap/connection.hpp>
+#include <interimap/dry_run.hpp>
 #include <interimap/error.hpp>
 
 #include "imap/client.hpp"
@@ -79,6 +80,11 @@ void Connection::require_capability(std::string_view c) const { client_->require
 bool Connection::compressed() const { return client_->compressed(); }
 bool Connection::encrypted() const { return client_->encrypted(); }
 ServerTraffic Connection::traffic() const { return client_->traffic(); }
+const PlannedChanges& Connection::planned_changes() const {
+  static const PlannedChanges kNone;
+  auto* dry = client_->dry_run();
+  return dry != nullptr ? dry->planned : kNone;
+}
 
 std::vector<std::string> Connection::enable(const std::vector<std::string>& capabilities) {
   // RFC 5161 3.1
@@ -277,7 +283,23 @@ std::vector<MailboxInfo> Connection::list_end(PendingList& pending) {
   return std::move(result);
 }
 
+namespace {
+
+// A dry run's answer to a mailbox command it did not send.
+CommandStatus dry_ok() {
+  CommandStatus st;
+  st.text = "dry run: not sent";
+  return st;
+}
+
+}  // namespace
+
 CommandStatus Connection::create(std::string_view mailbox) {
+  if (auto* dry = client_->dry_run()) {
+    dry->planned.created.emplace_back(mailbox);
+    dry->created.emplace(mailbox);
+    return dry_ok();
+  }
   return to_command_status(client_->run(client_->command("CREATE").mailbox(mailbox).build(), {}, true));
 }
 
@@ -286,6 +308,10 @@ std::vector<CommandStatus> Connection::create(const std::vector<std::string>& ma
   constexpr size_t kWindow = 256;
   std::vector<CommandStatus> out;
   out.reserve(mailboxes.size());
+  if (client_->dry_run() != nullptr) {
+    for (const auto& m : mailboxes) out.push_back(create(m));  // recorded, not sent
+    return out;
+  }
   for (size_t first = 0; first < mailboxes.size(); first += kWindow) {
     std::vector<uint64_t> ids;
     for (size_t i = first; i < std::min(mailboxes.size(), first + kWindow); ++i)
@@ -296,18 +322,35 @@ std::vector<CommandStatus> Connection::create(const std::vector<std::string>& ma
 }
 
 CommandStatus Connection::delete_mailbox(std::string_view mailbox) {
+  if (auto* dry = client_->dry_run()) {
+    dry->planned.deleted.emplace_back(mailbox);
+    if (const auto it = dry->created.find(mailbox); it != dry->created.end()) dry->created.erase(it);
+    return dry_ok();
+  }
   return to_command_status(client_->run(client_->command("DELETE").mailbox(mailbox).build(), {}, true));
 }
 
 CommandStatus Connection::rename(std::string_view from, std::string_view to) {
+  if (auto* dry = client_->dry_run()) {
+    dry->planned.renamed.emplace_back(from, to);
+    return dry_ok();
+  }
   return to_command_status(client_->run(client_->command("RENAME").mailbox(from).mailbox(to).build(), {}, true));
 }
 
 CommandStatus Connection::subscribe(std::string_view mailbox) {
+  if (auto* dry = client_->dry_run()) {
+    dry->planned.subscribed.emplace_back(mailbox);
+    return dry_ok();
+  }
   return to_command_status(client_->run(client_->command("SUBSCRIBE").mailbox(mailbox).build(), {}, true));
 }
 
 CommandStatus Connection::unsubscribe(std::string_view mailbox) {
+  if (auto* dry = client_->dry_run()) {
+    dry->planned.unsubscribed.emplace_back(mailbox);
+    return dry_ok();
+  }
   return to_command_status(client_->run(client_->command("UNSUBSCRIBE").mailbox(mailbox).build(), {}, true));
 }
 
@@ -326,6 +369,12 @@ std::optional<char> Connection::hierarchy_delimiter(std::string_view reference) 
 std::optional<std::pair<uint32_t, uint32_t>> Connection::append(std::string_view mailbox, std::string_view message,
                                                                 const std::vector<std::string>& flags,
                                                                 std::string_view internaldate) {
+  if (auto* dry = client_->dry_run()) {
+    auto& m = dry->planned.mailboxes[std::string(mailbox)];
+    ++m.appended;
+    m.appended_bytes += message.size();
+    return std::nullopt;
+  }
   auto cmd = client_->command("APPEND").mailbox(mailbox);
   if (!flags.empty()) cmd.raw(paren_list(flags));
   if (!internaldate.empty()) cmd.string(internaldate);

@@ -36,6 +36,7 @@ using detail::imap::RecentData;
 using detail::imap::Response;
 using detail::imap::ResponseCode;
 using detail::imap::SearchData;
+using detail::imap::StatusData;
 using detail::imap::StatusResponse;
 using detail::imap::VanishedData;
 
@@ -199,6 +200,18 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
 
   Client* client = nullptr;
   MailboxSession* conn = nullptr;  // the client's
+  // The client's dry-run state (imap/dry_run.hpp), null outside a dry run.
+  detail::imap::DryRunState* dry = nullptr;
+  // A dry run's mailbox that the server does not have (its CREATE was not
+  // sent): selected locally, empty, nothing asked of the server.
+  bool emulated = false;
+
+  // A dry run's record of this mailbox (its expunges, for dry_gone()).
+  PlannedChanges::MailboxChanges& planned() { return dry->planned.mailboxes[wire]; }
+  // A message this dry run "expunged": the server still has it, but every
+  // later read must not see it, as the real run's would not (recover()
+  // expunges a copy, the pass after it must not copy that copy back).
+  bool dry_gone(uint32_t uid) { return dry != nullptr && planned().expunged.contains(uid); }
   std::string wire;
   std::string display;  // UTF-8 for messages
 
@@ -298,7 +311,8 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
   }
   void require_writable(std::string_view operation) const {
     require_selected(operation);
-    if (read_only)
+    // A dry run EXAMINEs, and its writes are not sent (update(), append()).
+    if (read_only && dry == nullptr)
       throw Error(client->name(), fmt::format("{}: {}: mailbox is selected read-only", display, operation));
   }
   // RFC 4315 2.1: UID EXPUNGE only removes the given UIDs, leaving
@@ -451,7 +465,8 @@ struct INTERIMAP_LOCAL Mailbox::State final : detail::imap::SelectedMailbox {
     Changes c;
     c.flags.reserve(modified.size());
     for (auto& [uid, change] : modified)
-      if (!vanished.contains(uid)) c.flags.push_back(MessageFlags{uid, change.modseq, std::move(change.flags)});
+      if (!vanished.contains(uid) && !dry_gone(uid))
+        c.flags.push_back(MessageFlags{uid, change.modseq, std::move(change.flags)});
     c.vanished = std::move(vanished);
     vanished.clear();
     modified.clear();
@@ -484,6 +499,7 @@ Mailbox::Mailbox(Connection& connection, std::string wire_name)
     : connection_(&connection), state_(std::make_shared<State>()) {
   state_->client = &ConnectionInternal::client(connection);
   state_->conn = &session_of(*state_->client);
+  state_->dry = state_->client->dry_run();
   if (iequals(wire_name, "INBOX")) wire_name = "INBOX";  // RFC 3501 5.1: case-insensitive
   try {
     state_->display = detail::mutf7_to_utf8(wire_name);
@@ -557,6 +573,37 @@ void Mailbox::open(bool examine, const std::optional<QresyncParams>& qresync) {
   State& st = *state_;
   st.settle();
   Client& client = *st.client;
+  st.emulated = false;
+  if (st.dry != nullptr) {
+    // Dry run (include/interimap/dry_run.hpp): read-only, the same
+    // QRESYNC parameters.
+    examine = true;
+    if (st.dry->created.count(st.wire) != 0) {
+      // "Created" by this dry run: the server does not have it.  The
+      // server's own selection is left first (EXAMINEd: CLOSE expunges
+      // nothing), so that what it says about that mailbox cannot reach
+      // this one.
+      if (st.conn->server_selected) {
+        const char* leave = client.has_capability("UNSELECT") ? "UNSELECT" : "CLOSE";
+        const auto status = st.run(client.command(leave).build());
+        if (status.kind != StatusResponse::Kind::Ok) st.command_failed(leave, leave, status);
+        st.conn->server_selected = false;
+      }
+      if (auto previous = std::static_pointer_cast<State>(st.conn->selected.lock()); previous && previous.get() != &st)
+        previous->selected = false;
+      // As a server answers for a new mailbox: empty, UIDNEXT 1.
+      st.reset();
+      st.read_only = false;
+      st.uidvalidity = 1;
+      st.uidnext = 1;
+      if (st.conn->qresync || st.conn->condstore) st.highestmodseq = 1;
+      st.permanent_flags = {"\\*"};
+      st.emulated = true;
+      st.selected = true;
+      st.conn->selected = state_;
+      return;
+    }
+  }
   const char* verb = examine ? "EXAMINE" : "SELECT";
   auto cmd = client.command(verb).mailbox(st.wire);
   if (qresync) {
@@ -666,6 +713,10 @@ void Mailbox::close() {
   Client& client = *st.client;
   st.vanished.clear();
   st.modified.clear();
+  if (st.emulated) {
+    st.deselect();  // nothing selected on the server
+    return;
+  }
   if (client.has_capability("UNSELECT")) {
     // RFC 3691: back to the authenticated state without expunging.
     const auto status = st.run(client.command("UNSELECT").build());
@@ -690,6 +741,7 @@ Changes Mailbox::fetch_changes(uint64_t since_modseq, const UidSet& uids) {
   State& st = *state_;
   st.settle();
   st.require_selected("UID FETCH (CHANGEDSINCE)");
+  if (st.emulated) return st.take_changes();
   Client& client = *st.client;
   client.require_capability("CONDSTORE");
   // RFC 7162 3.1.4 CHANGEDSINCE; 3.2.6 VANISHED, only with QRESYNC enabled.
@@ -714,6 +766,7 @@ void Mailbox::fetch_flags(const UidSet& uids, const std::function<void(MessageFl
   State& st = *state_;
   st.settle();
   st.require_selected("UID FETCH (FLAGS)");
+  if (st.emulated) return;
   Client& client = *st.client;
   const std::string items = client.has_capability("CONDSTORE") ? "(UID FLAGS MODSEQ)" : "(UID FLAGS)";
   struct Op {
@@ -733,7 +786,7 @@ void Mailbox::fetch_flags(const UidSet& uids, const std::function<void(MessageFl
     if (f == nullptr || !f->uid || !f->flags || f->body || f->body_streamed || !op->wanted.contains(*f->uid))
       return false;
     self->record_fetch(*f, false);
-    if (op->callback == nullptr) return true;  // abandoned after an exception
+    if (op->callback == nullptr || self->dry_gone(*f->uid)) return true;  // abandoned; expunged by this dry run
     MessageFlags m{*f->uid, f->modseq.value_or(0), without_recent(*f->flags)};
     (*op->callback)(m);
     return true;
@@ -755,7 +808,7 @@ std::vector<std::pair<uint32_t, uint64_t>> Mailbox::fetch_sizes(const UidSet& ui
   st.require_selected("UID FETCH (RFC822.SIZE)");
   Client& client = *st.client;
   std::vector<std::pair<uint32_t, uint64_t>> out;
-  if (uids.empty()) return out;
+  if (uids.empty() || st.emulated) return out;
   // The handler may outlive this call (an exception): it owns what it needs.
   // At most one entry per UID asked for, whatever the server repeats.
   struct Found {
@@ -764,12 +817,12 @@ std::vector<std::pair<uint32_t, uint64_t>> Mailbox::fetch_sizes(const UidSet& ui
   };
   auto found = std::make_shared<Found>();
   found->wanted = uids;
-  auto handler = [found](const Response& r) -> bool {
+  auto handler = [found, self = state_](const Response& r) -> bool {
     const auto* f = std::get_if<FetchData>(&r.data);
     if (f == nullptr || !f->uid || !f->size || f->flags || f->body || f->body_streamed ||
         !found->wanted.contains(*f->uid))
       return false;
-    if (!found->seen.contains(*f->uid)) {
+    if (!found->seen.contains(*f->uid) && !self->dry_gone(*f->uid)) {
       found->seen.insert(*f->uid);
       found->sizes.emplace_back(*f->uid, *f->size);
     }
@@ -847,6 +900,53 @@ Mailbox::UpdateResult Mailbox::update(const UidSet& expunge, const std::vector<F
   if (storing) st.require_writable("UID STORE");
   if (expunge.empty() && !storing) return result;
   if (storing && unchangedsince) client.require_capability("CONDSTORE");
+  if (st.dry != nullptr) {
+    // Dry run: nothing is sent.  The messages' current flags tell which
+    // exist (what the server would expunge or change) and what each store
+    // would add or remove; nothing is refused.
+    UidSet named = expunge;
+    for (const FlagStore& fs : stores) named.insert(fs.uids);
+    std::map<uint32_t, std::vector<std::string>> current;
+    fetch_flags(named, [&](MessageFlags& m) {
+      if (m.flags) current[m.uid] = std::move(*m.flags);
+    });
+    auto& planned = st.planned();
+    UidSet expunged;
+    for (const auto& [uid, flags] : current)
+      if (expunge.contains(uid)) expunged.insert(uid);
+    planned.expunged.insert(expunged);
+    for (const FlagStore& fs : stores) {
+      const auto wanted = without_recent(fs.flags);
+      for (uint32_t uid : fs.uids.to_vector()) {
+        const auto it = current.find(uid);
+        if (it == current.end() || expunged.contains(uid)) continue;
+        std::vector<std::string>& now = it->second;
+        std::vector<std::string> next;
+        if (fs.mode == StoreMode::Replace) {
+          next = wanted;
+        } else {
+          for (const auto& f : now)
+            if (fs.mode == StoreMode::Add || !has_flag(wanted, f)) next.push_back(f);
+          if (fs.mode == StoreMode::Add)
+            for (const auto& f : wanted)
+              if (!has_flag(next, f)) next.push_back(f);
+        }
+        for (const auto& f : next)
+          if (!has_flag(now, f)) planned.flags_added[f].insert(uid);
+        for (const auto& f : now)
+          if (!has_flag(next, f)) planned.flags_removed[f].insert(uid);
+        now = std::move(next);
+      }
+    }
+    // As the server's VANISHED would: what is gone is no change for the caller.
+    if (!expunge.empty() && st.conn->qresync) {
+      result.not_expunged = expunge;
+      result.not_expunged.erase(expunged);
+    }
+    for (auto it = st.modified.begin(); it != st.modified.end();)
+      it = expunged.contains(it->first) ? st.modified.erase(it) : std::next(it);
+    return result;
+  }
 
   // Window indexes: 0..stores.size()-1 a flag store, then the expunge pair.
   const size_t deleted_index = stores.size(), expunge_index = stores.size() + 1;
@@ -960,6 +1060,7 @@ void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Messag
   State& st = *state_;
   st.settle();
   st.require_selected("UID FETCH");
+  if (st.emulated) return;
   Client& client = *st.client;
   std::string items = "(UID FLAGS INTERNALDATE";
   if (client.has_capability("CONDSTORE")) items += " MODSEQ";
@@ -1009,6 +1110,7 @@ void Mailbox::fetch_messages(const UidSet& uids, const std::function<void(Messag
                           fmt::format("{}: UID FETCH response without UID (RFC 3501 6.4.8)", self->display));
     // Only what was asked for, once (doc/design.md "Bounding what a server
     // sends"): a message the server adds or repeats is not delivered again.
+    if (self->dry_gone(*f->uid)) return true;  // expunged by this dry run
     if (!op->wanted.contains(*f->uid) || op->delivered.contains(*f->uid)) {
       Logger& log = self->client->logger();
       if (log.debug() > 0)
@@ -1088,6 +1190,8 @@ std::vector<uint32_t> Mailbox::append_impl(const std::vector<AppendMessage>& mes
     i = j;
   }
 
+  if (st.dry != nullptr) return dry_append(messages, batches, on_batch);
+
   std::vector<uint32_t> uids(messages.size(), 0);
   std::exception_ptr callback_error;
   auto done = [&](size_t index, StatusResponse& status) {
@@ -1161,10 +1265,59 @@ std::vector<uint32_t> Mailbox::append_impl(const std::vector<AppendMessage>& mes
   return uids;
 }
 
+std::vector<uint32_t> Mailbox::dry_append(const std::vector<AppendMessage>& messages,
+                                          const std::vector<std::pair<size_t, size_t>>& batches,
+                                          const AppendedCallback& on_batch) {
+  State& st = *state_;
+  Client& client = *st.client;
+  // Dry run: nothing is sent.  The UIDs are those the server would give:
+  // its UIDNEXT, then ascending (RFC 4315 3, RFC 3502 6.3.11; Dovecot and
+  // the others give UIDNEXT, UIDNEXT+1, ...), past those given by earlier
+  // dry APPENDs.
+  std::optional<uint32_t> next = st.selected ? st.uidnext : std::nullopt;
+  if (!st.selected) {
+    if (st.dry->created.count(st.wire) != 0) {
+      next = 1;
+    } else {
+      auto found = std::make_shared<std::optional<uint32_t>>();
+      auto handler = [found, wire = st.wire](const Response& r) -> bool {
+        const auto* s = std::get_if<StatusData>(&r.data);
+        if (s == nullptr || !(s->mailbox == wire || (iequals(wire, "INBOX") && iequals(s->mailbox, "INBOX"))))
+          return false;
+        if (s->uidnext) *found = s->uidnext;
+        return true;
+      };
+      const auto status = st.run(client.command("STATUS").mailbox(st.wire).raw("(UIDNEXT)").build(), handler);
+      if (status.kind != StatusResponse::Kind::Ok) st.command_failed("STATUS", "STATUS (dry run APPEND)", status);
+      next = *found;
+    }
+  }
+  uint32_t uid = std::max(next.value_or(1), st.dry->next_uid[st.wire]);
+  auto& planned = st.planned();
+  std::vector<uint32_t> uids;
+  uids.reserve(messages.size());
+  for (const auto& [begin, end] : batches) {
+    std::vector<uint32_t> batch;
+    for (size_t i = begin; i < end; ++i) {
+      if (uid >= kMaxUid)
+        throw ProtocolError(client.name(), fmt::format("{}: dry run: UIDNEXT would overflow", st.display));
+      batch.push_back(uid++);
+      ++planned.appended;
+      planned.appended_bytes += messages[i].body.size();
+    }
+    if (st.selected) st.raise_uidnext(batch.back());
+    uids.insert(uids.end(), batch.begin(), batch.end());
+    if (on_batch) on_batch(begin, batch);
+  }
+  st.dry->next_uid[st.wire] = uid;
+  return uids;
+}
+
 UidSet Mailbox::search(std::string_view criteria) {
   State& st = *state_;
   st.settle();
   st.require_selected("UID SEARCH");
+  if (st.emulated) return {};
   Client& client = *st.client;
   if (criteria.empty() || criteria.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos)
     throw std::invalid_argument(fmt::format("{}: UID SEARCH: criteria must be one line: \"{}\"", st.where(), criteria));
@@ -1187,6 +1340,7 @@ UidSet Mailbox::search(std::string_view criteria) {
   const auto status = st.run(cmd.raw(criteria).build(), handler);
   if (status.kind != StatusResponse::Kind::Ok)
     st.command_failed("UID SEARCH", fmt::format("UID SEARCH {}", criteria), status);
+  if (st.dry != nullptr) result->erase(st.planned().expunged);
   return std::move(*result);
 }
 

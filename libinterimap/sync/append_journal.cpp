@@ -22,10 +22,10 @@ Digest digest_of(std::string_view body) {
   return d;
 }
 
-AppendJournal::AppendJournal(std::string path) : path_(std::move(path)) {}
+AppendJournal::AppendJournal(std::string path, bool read_only) : path_(std::move(path)), read_only_(read_only) {}
 
 void AppendJournal::record(MailboxId idx, Side target, uint32_t target_next, const std::vector<Copy>& copies) {
-  if (path_.empty() || copies.empty()) return;
+  if (path_.empty() || copies.empty() || read_only_) return;
   std::string text;
   text.reserve(copies.size() * 112);
   for (const Copy& c : copies) {
@@ -100,7 +100,7 @@ void read_lines(const std::string& path, MailboxId idx, Side target, Fn fn) {
 
 std::vector<AppendJournal::Entry> AppendJournal::entries(MailboxId idx, Side target, uint32_t target_next) const {
   std::vector<Entry> out;
-  if (path_.empty()) return out;
+  if (path_.empty() || cleared_) return out;
   const std::lock_guard<std::mutex> lock(mutex_);
   read_lines(path_, idx, target, [&](uint32_t next, Entry e) {
     if (next == target_next) out.push_back(std::move(e));
@@ -110,7 +110,7 @@ std::vector<AppendJournal::Entry> AppendJournal::entries(MailboxId idx, Side tar
 
 std::map<uint32_t, AppendJournal::Entry> AppendJournal::latest(MailboxId idx, Side target) const {
   std::map<uint32_t, Entry> out;
-  if (path_.empty()) return out;
+  if (path_.empty() || cleared_) return out;
   const std::lock_guard<std::mutex> lock(mutex_);
   read_lines(path_, idx, target, [&](uint32_t, Entry e) {
     const uint32_t uid = e.source_uid;
@@ -132,6 +132,10 @@ void AppendJournal::clear() {
   if (path_.empty()) return;
   const std::lock_guard<std::mutex> lock(mutex_);
   active_.clear();
+  if (read_only_) {
+    cleared_ = true;
+    return;
+  }
   if (::unlink(path_.c_str()) != 0 && errno != ENOENT)
     throw Error("database", fmt::format("cannot remove {}: {}", path_, std::strerror(errno)));
 }

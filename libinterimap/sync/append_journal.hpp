@@ -35,8 +35,10 @@ Digest digest_of(std::string_view body);
 
 class AppendJournal {
  public:
-  // path "": disabled (records nothing, finds nothing).
-  explicit AppendJournal(std::string path = {});
+  // path "": disabled (records nothing, finds nothing).  read_only (a dry
+  // run): the file is read, never written, created or removed; record()
+  // does nothing, and after clear() nothing is found, as if removed.
+  explicit AppendJournal(std::string path = {}, bool read_only = false);
 
   struct Copy {
     uint32_t source_uid = 0;
@@ -68,6 +70,8 @@ class AppendJournal {
 
  private:
   std::string path_;
+  bool read_only_ = false;
+  bool cleared_ = false;  // read_only: clear() was called
   mutable std::mutex mutex_;
   std::set<MailboxId> active_;  // recorded and not done yet
 };

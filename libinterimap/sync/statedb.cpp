@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <bit>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -255,6 +256,7 @@ struct INTERIMAP_LOCAL StateDB::Impl {
   // Declared after `db`: statements are finalized before the connection closes.
   std::array<detail::CachedStatement, kSqlCount> cache;
   bool schema_ready = false;
+  bool private_copy = false;  // StateOptions::private_copy
 
   // Bumped by every statement that may change the file.  The lists a
   // watch loop reads on each poll are kept while it stays put: nobody
@@ -350,6 +352,10 @@ std::string StateDB::default_path(const std::optional<std::string>& database, st
 StateDB::StateDB(std::string path, const StateOptions& options) : impl_(std::make_unique<Impl>()) {
   impl_->path = std::move(path);
   const std::string& file = impl_->path;
+  if (options.private_copy) {
+    open_private_copy(options);
+    return;
+  }
 
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0) {
@@ -395,6 +401,105 @@ StateDB::StateDB(std::string path, const StateOptions& options) : impl_(std::mak
     sqlite3_exec(raw, "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }
+}
+
+void StateDB::open_private_copy(const StateOptions& options) {
+  Impl& impl = *impl_;
+  const std::string& file = impl.path;
+  impl.private_copy = true;
+  sqlite3* raw = nullptr;
+  // URI filenames: differs_from_file() ATTACHes the file read-only.
+  int rc = sqlite3_open_v2(":memory:", &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI, nullptr);
+  impl.db.reset(raw);
+  if (rc != SQLITE_OK) detail::throw_sqlite_error(raw, file, "cannot open a private copy", rc);
+  sqlite3_extended_result_codes(raw, 1);
+  struct stat st {};
+  if (::stat(file.c_str(), &st) == 0) {
+    // Read-only: no lock is kept, no journal written, the file's bytes
+    // and times stay as they are.  A writer's lock (another interimap)
+    // makes the copy fail with SQLITE_BUSY: StateLockedError.
+    sqlite3* src_raw = nullptr;
+    rc = sqlite3_open_v2(file.c_str(), &src_raw, SQLITE_OPEN_READONLY, nullptr);
+    detail::SqlitePtr src(src_raw);
+    if (rc != SQLITE_OK) detail::throw_sqlite_error(src_raw, file, "cannot open database", rc);
+    sqlite3_busy_timeout(src_raw, static_cast<int>(options.busy_timeout.count()));
+    sqlite3_backup* backup = sqlite3_backup_init(raw, "main", src_raw, "main");
+    if (backup == nullptr) detail::throw_sqlite_error(raw, file, "copy database", sqlite3_errcode(raw));
+    rc = sqlite3_backup_step(backup, -1);
+    sqlite3_backup_finish(backup);
+    if (rc != SQLITE_DONE) {
+      if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+        throw StateLockedError(
+            fmt::format("{}: database is locked by another process (is another interimap running on it?)", file), rc);
+      detail::throw_sqlite_error(src_raw, file, "copy database", rc);
+    }
+  } else if (!options.create_if_missing) {
+    throw StateError(fmt::format("{}: No such database file (it is not created in --watch mode: "
+                                 "run interimap once without --watch)",
+                                 file));
+  }
+  impl.exec("PRAGMA foreign_keys = OFF", "disable foreign keys");
+  impl.exec("SELECT COUNT(*) FROM sqlite_master", "read database");
+}
+
+bool StateDB::differs_from_file() {
+  Impl& impl = *impl_;
+  if (!impl.private_copy) throw std::logic_error("StateDB::differs_from_file: not a private copy");
+  if (in_transaction()) throw std::logic_error("StateDB::differs_from_file: inside a transaction");
+  struct stat st {};
+  if (::stat(impl.path.c_str(), &st) != 0) return true;
+  // file: URI, every byte but the unreserved ones and '/' percent-encoded
+  // (RFC 3986; SQLite decodes them), read-only.
+  std::string uri = "file:";
+  for (unsigned char c : impl.path) {
+    if (std::isalnum(c) != 0 || std::strchr("-._~/", c) != nullptr)
+      uri += static_cast<char>(c);
+    else
+      uri += fmt::format("%{:02X}", c);
+  }
+  uri += "?mode=ro";
+  {
+    detail::CachedStatement stmt;
+    detail::Query attach(impl.handle(), impl.path, "read database", "ATTACH DATABASE ? AS original", stmt);
+    attach.bind_blob(1, uri);
+    attach.execute();
+  }
+  struct Detach {
+    Impl& impl;
+    ~Detach() { sqlite3_exec(impl.handle(), "DETACH DATABASE original", nullptr, nullptr, nullptr); }
+  } detach{impl};
+  auto count = [&](const std::string& sql) {
+    detail::CachedStatement stmt;
+    detail::Query q(impl.handle(), impl.path, "compare database", sql.c_str(), stmt);
+    return q.step() ? q.column_int64(0) : 0;
+  };
+  if (count("SELECT (SELECT user_version FROM main.pragma_user_version) != "
+            "(SELECT user_version FROM original.pragma_user_version)") != 0)
+    return true;
+  auto schema = [](std::string_view db) {
+    return fmt::format("SELECT type, name, tbl_name, sql FROM {}.sqlite_master", db);
+  };
+  if (count(fmt::format("SELECT COUNT(*) FROM ({} EXCEPT {})", schema("main"), schema("original"))) != 0 ||
+      count(fmt::format("SELECT COUNT(*) FROM ({} EXCEPT {})", schema("original"), schema("main"))) != 0)
+    return true;
+  // The same tables on both sides: compare their rows both ways.
+  std::vector<std::string> tables;
+  {
+    detail::CachedStatement stmt;
+    detail::Query q(impl.handle(), impl.path, "compare database",
+                    "SELECT name FROM main.sqlite_master WHERE type = 'table'", stmt);
+    while (q.step()) tables.push_back(q.column_blob(0));
+  }
+  for (const auto& t : tables) {
+    std::string quoted = "\"";
+    for (char c : t) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+    quoted += '"';
+    for (const auto& [a, b] : {std::pair("main", "original"), std::pair("original", "main")})
+      if (count(fmt::format("SELECT COUNT(*) FROM (SELECT * FROM {0}.{2} EXCEPT SELECT * FROM {1}.{2})", a, b,
+                            quoted)) != 0)
+        return true;
+  }
+  return false;
 }
 
 StateDB::~StateDB() = default;

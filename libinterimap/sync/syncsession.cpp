@@ -25,6 +25,7 @@ using detail::sync::kSides;
 constexpr std::string_view kVersion = "0.5.7";
 
 SyncSettings checked(SyncSettings settings) {
+  if (settings.dry_run && settings.watch) throw std::invalid_argument("SyncSession: a dry run cannot watch");
   if (settings.mode == SyncMode::Delete && settings.mailboxes.empty())
     throw std::invalid_argument("SyncSession: --delete needs at least one mailbox");
   if (settings.mode == SyncMode::Rename && settings.mailboxes.size() != 2)
@@ -58,8 +59,10 @@ void SyncSession::Impl::open() {
   // another run holds it (as the reference).
   StateOptions so;
   so.create_if_missing = !ctx.settings.watch;
+  so.private_copy = ctx.settings.dry_run;
   ctx.attach_db(std::make_shared<detail::sync::SharedDb>(std::make_unique<StateDB>(ctx.settings.database, so)));
-  ctx.journal = std::make_shared<detail::sync::AppendJournal>(ctx.settings.database + "-appends");
+  ctx.journal =
+      std::make_shared<detail::sync::AppendJournal>(ctx.settings.database + "-appends", ctx.settings.dry_run);
 
   ctx.both.run([&](Side s) { detail::sync::connect_side(ctx, s); });
   // Without LIST-EXTENDED the subscriptions come from LSUB, and without

@@ -16,6 +16,7 @@ namespace interimap::detail::sync {
 void connect_side(Context& ctx, Side s) {
   ConnectionOptions co = ctx.settings.connections[index(s)];
   co.name = std::string(to_string(s));
+  co.dry_run = co.dry_run || ctx.settings.dry_run;
   if (ctx.settings.watch && co.type != ConnectionOptions::Type::Tunnel) co.keepalive = true;
   ctx.connections[index(s)] = std::make_unique<Connection>(std::move(co), ctx.log);
   Connection& c = ctx.connection(s);
@@ -115,6 +116,9 @@ void Workers::run(const std::vector<MailboxRecord>& todo, const Task& task) {
   const auto& interrupted = main_.settings.interrupted;
   size_t n = std::min({size_t{main_.settings.max_connections[0]}, size_t{main_.settings.max_connections[1]},
                        todo.size()});
+  // A dry run's servers are simulated per connection (a mailbox it would
+  // create exists on that connection only): one connection each.
+  if (main_.settings.dry_run) n = 1;
   if (refused_) {
     size_t open = 1;
     while (open < workers_.size() && workers_[open]->open()) ++open;

@@ -294,8 +294,8 @@ void Logger::write(LogLevel level, std::string_view name, std::string_view mailb
   }
   // Names, mailboxes and messages may hold what a server sent: one line
   // each, whatever the server put in them (doc/design.md "Errors").
-  const std::string line = fmt::format("{}{}{}\n", detail::escape_controls(prefix_.expand(name, mailbox)), tag,
-                                       detail::escape_controls(message));
+  const std::string line = fmt::format("{}{}{}{}\n", marker_, detail::escape_controls(prefix_.expand(name, mailbox)),
+                                       tag, detail::escape_controls(message));
   if (level != LogLevel::Debug) ++lines_;
   if (file_) {
     // Log file lines are timestamped.  Debug lines go to the file only;

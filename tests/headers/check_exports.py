@@ -24,6 +24,9 @@ REQUIRED = [
     "interimap::Logger::log(",
     "interimap::StopSignals::StopSignals()",
     "interimap::watch(",
+    "interimap::report_dry_run(",
+    "interimap::Connection::planned_changes()",
+    "interimap::StateDB::differs_from_file()",
     "typeinfo for interimap::Error",
     "typeinfo for interimap::CommandError",
 ]

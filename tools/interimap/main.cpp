@@ -3,6 +3,7 @@
 // is libinterimap's SyncSession.
 #include <interimap/config.hpp>
 #include <interimap/connection.hpp>
+#include <interimap/dry_run.hpp>
 #include <interimap/error.hpp>
 #include <interimap/log.hpp>
 #include <interimap/syncsession.hpp>
@@ -26,6 +27,9 @@
 namespace {
 
 constexpr const char* kName = "interimap";
+// --dry-run's exit status when the run would change something (0: nothing
+// to do; 1 stays an error's).
+constexpr int kChangesPending = 3;
 
 [[noreturn]] void usage(int rv) {
   if (rv != 0) {
@@ -49,7 +53,17 @@ constexpr const char* kName = "interimap";
         "QRESYNC (Dovecot, Cyrus/Fastmail), CONDSTORE alone (Gmail) or neither\n"
         "(Microsoft 365, Yahoo: every known message's flags are read each run);\n"
         "change-tracking = auto|qresync|condstore|plain in [local] or [remote]\n"
-        "forces one.  Both servers need UIDPLUS.\n",
+        "forces one.  Both servers need UIDPLUS.\n"
+        "\n"
+        "  --dry-run  read both servers and the database, print what the run\n"
+        "             would change (per mailbox and side: messages to append\n"
+        "             with their bytes, flags to add and remove, messages to\n"
+        "             expunge; mailboxes to create, subscribe, delete, rename)\n"
+        "             and change nothing (EXAMINE, no write; the database is\n"
+        "             read into memory).  Lines start with \"(dry run) \".\n"
+        "             Works with --repair, --delete, --rename; not with\n"
+        "             --watch or --notify.  Exit status: 0 nothing to do,\n"
+        "             3 changes pending, 1 an error (as without --dry-run).\n",
         stderr);
   }
   std::exit(rv);
@@ -116,19 +130,20 @@ void check_option_words(int argc, char** argv, const option* longopts) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  enum { kConfig = 256, kTarget, kDebug, kWatch, kNotify, kRepair, kDelete, kRename, kVersion };
+  enum { kConfig = 256, kTarget, kDebug, kWatch, kNotify, kRepair, kDelete, kRename, kVersion, kDryRun };
   static const option longopts[] = {
       {"config", required_argument, nullptr, kConfig}, {"quiet", no_argument, nullptr, 'q'},
       {"target", required_argument, nullptr, kTarget}, {"debug", no_argument, nullptr, kDebug},
       {"help", no_argument, nullptr, 'h'},             {"watch", optional_argument, nullptr, kWatch},
       {"notify", no_argument, nullptr, kNotify},       {"repair", no_argument, nullptr, kRepair},
       {"delete", no_argument, nullptr, kDelete},       {"rename", no_argument, nullptr, kRename},
-      {"version", no_argument, nullptr, kVersion},     {nullptr, 0, nullptr, 0},
+      {"version", no_argument, nullptr, kVersion},     {"dry-run", no_argument, nullptr, kDryRun},
+      {nullptr, 0, nullptr, 0},
   };
   std::optional<std::string> config_file;
   std::vector<std::string> targets;
   std::optional<unsigned long> watch;  // seconds; 0: the default
-  bool notify = false, quiet = false, help = false;
+  bool notify = false, quiet = false, help = false, dry_run = false;
   int debug = 0, commands = 0;
   interimap::SyncMode mode = interimap::SyncMode::Sync;
   check_option_words(argc, argv, longopts);
@@ -156,6 +171,7 @@ int main(int argc, char** argv) {
         break;
       }
       case kNotify: notify = true; break;
+      case kDryRun: dry_run = true; break;
       case kRepair: mode = interimap::SyncMode::Repair; ++commands; break;
       case kDelete: mode = interimap::SyncMode::Delete; ++commands; break;
       case kRename: mode = interimap::SyncMode::Rename; ++commands; break;
@@ -171,6 +187,7 @@ int main(int argc, char** argv) {
   if (mode == interimap::SyncMode::Rename && args.size() != 2) usage(1);
   const bool has_command = commands == 1;
   if (has_command && (watch || notify)) usage(1);
+  if (dry_run && (watch || notify)) usage(1);
   if (!targets.empty() && !(mode == interimap::SyncMode::Delete || mode == interimap::SyncMode::Rename)) usage(1);
   if ((watch || notify) && (!watch || *watch == 0)) watch = notify ? 900 : 60;
   for (auto& a : args) {
@@ -213,6 +230,8 @@ int main(int argc, char** argv) {
     settings.targets = sync_targets;
     settings.watch = watch.has_value();
     settings.notify = notify;
+    settings.dry_run = dry_run;
+    if (dry_run) logger.set_marker("(dry run) ");
     logger.set_quiet(quiet);
     logger.set_debug(debug);
     settings.configure_logger(logger);
@@ -255,6 +274,14 @@ int main(int argc, char** argv) {
         return 1;
       }
       session.close();
+      if (dry_run) {
+        // A stopped dry run saw only part of what there is to do.
+        if (stop.received() != 0) {
+          logger.error("", "dry run stopped by a signal: the plan above is incomplete");
+          return 1;
+        }
+        if (interimap::report_dry_run(session, logger)) return kChangesPending;
+      }
       break;
     }
   } catch (const interimap::ConfigError& e) {
