@@ -726,6 +726,9 @@ def sc_first_copy(ctx, name, key, plan, tag, title):
              after=keep)
     run_floor(b, sc, lambda: floor_copy(b, local, remote), lambda: b.restore(key, [remote, local], db),
               b.args.reps)
+    if any(f.get("messages") != sc.info["messages"] for f in sc.floor):
+        sc.notes.append(f"floor: copied {[f.get('messages') for f in sc.floor]} messages, "
+                        f"expected {sc.info['messages']}")
     try:
         b.restore(key, [remote, local], db)
         parts = floor_copy_parts(b, local, remote)
