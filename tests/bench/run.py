@@ -412,7 +412,11 @@ def server_cpu_run(bench, sc, impl, label, prepare, local, remote, db):
         bench.time_tunnels = False
     base = os.path.join(bench.logs, f"{bench.run_no:03d}-{label}-servercpu-{impl}")
     for side in ("local", "remote"):
+        deadline = time.monotonic() + 3  # a tunnel may outlive the program a little
         t = read_time(f"{base}-{side}.time")
+        while t is None and r["rc"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            t = read_time(f"{base}-{side}.time")
         if t and r["rc"] == 0:
             sc.info[f"server_cpu_{side}_{impl}"] = t[1]
 
