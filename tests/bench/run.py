@@ -234,7 +234,11 @@ class Bench:
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.home,
                     "XDG_CONFIG_HOME": os.path.join(self.home, ".config"),
                     "XDG_DATA_HOME": os.path.join(self.home, ".local/share"), "LANG": "C.UTF-8"}
-        self.impls = {"ours": args.ours, "reference": REF_INTERIMAP}
+        # ours-1c: ours with max-connections = 1 (one mailbox after the
+        # other, as before issue 14), to measure what the second connection
+        # per server brings.
+        self.impls = {"ours": args.ours, "ours-1c": args.ours, "reference": REF_INTERIMAP}
+        self.impl_options = {"ours-1c": {"max-connections": "1"}}
         self.pull_impls = {"ours": args.ours_pullimap, "reference": REF_PULLIMAP}
 
     def store(self, name, fmt):
@@ -285,17 +289,17 @@ class Bench:
             cmd = f"{sys.executable} {os.path.join(HERE, 'relay.py')} {base}-{side}.json -- {cmd}"
         return cmd
 
-    def interimap_config(self, base, local, remote, db):
+    def interimap_config(self, base, local, remote, db, options=None):
         sections = {"local": {"type": "tunnel", "command": self.tunnel_command(local, base, "local")},
                     "remote": {"type": "tunnel", "command": self.tunnel_command(remote, base, "remote")}}
         path = base + ".conf"
         with open(path, "w") as f:
-            f.write(h.ini_text(sections, {"database": db}))
+            f.write(h.ini_text(sections, {"database": db, **(options or {})}))
         return path
 
     def run_interimap(self, impl, label, local, remote, db, extra=(), timeout=1800):
         base = self.next_logs(f"{label}-{impl}")
-        conf = self.interimap_config(base, local, remote, db)
+        conf = self.interimap_config(base, local, remote, db, self.impl_options.get(impl))
         argv = [self.impls[impl], f"--config={conf}"] + list(extra)
         r = measure(argv, self.env, base + ".out", timeout=timeout)
         return self._finish(r, base, impl, label)
@@ -422,6 +426,10 @@ def server_cpu_run(bench, sc, impl, label, prepare, local, remote, db):
         t = read_time(f"{base}-{side}.time")
         while t is None and r["rc"] == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
+            t = read_time(f"{base}-{side}.time")
+        if t:
+            # The other tunnels of the run (max-connections) end about together.
+            time.sleep(0.2)
             t = read_time(f"{base}-{side}.time")
         if t and r["rc"] == 0:
             sc.info[f"server_cpu_{side}_{impl}"] = t[1]
@@ -893,7 +901,7 @@ def sc_incremental(ctx, name, key, plan, tag, title):
 # ---------------------------------------------------------------------------
 # incremental-wide (issue 14): changes in every mailbox, four tools
 
-WIDE_TOOLS = ["ours", "reference", "mbsync", "dsync"]
+WIDE_TOOLS = ["ours", "ours-1c", "reference", "mbsync", "dsync"]
 # Per mailbox and per side: 5 flag changes, 2 expunges, 3 new messages
 # (10 changes x 20 mailboxes = 200 per side).
 WIDE_CHANGES = {"flags_per_box": 5, "expunges_per_box": 2, "new_per_box": 3}
@@ -959,6 +967,9 @@ def sc_incremental_wide(ctx, name, key, plan, tag, title):
             snaps[tool] = None
             sc.notes.append(f"mbsync: {MBSYNC} not found (package isync)")
             continue
+        if tool == "ours-1c":  # ours' synchronized state and changes
+            snaps[tool] = snaps.get("ours")
+            continue
         ts.restore(tool, key)
         r = ts.run(tool, f"{name}-initial")
         chk = check_synced(local, remote) if r["rc"] == 0 else f"exit {r['rc']}: {r.get('error', '')}"
@@ -992,7 +1003,7 @@ def sc_incremental_wide(ctx, name, key, plan, tag, title):
     # Each Dovecot server's CPU: for ours and the reference one more run,
     # untimed, with /usr/bin/time around each tunnel; mbsync's timed runs
     # always have it; dsync is one process doing both servers' work.
-    for impl in ("ours", "reference"):
+    for impl in ("ours", "ours-1c", "reference"):
         if snaps[impl]:
             server_cpu_run(b, sc, impl, name, lambda i: ts.restore(i, snaps[i]), local, remote, ts.db)
     for side in ("local", "remote"):
@@ -1022,8 +1033,8 @@ def wide_table(sc):
             a, c = scpu(tool, "local"), scpu(tool, "remote")
             return None if a is None or c is None else a + c
         return sc.info.get(f"server_cpu_{side}_{tool}")
-    out.append(f"   {'metric':<28}{'ours':>10}{'reference':>10}{'mbsync':>10}{'dsync':>10}"
-               f"{'ours/ref':>9}{'ours/mb':>9}{'ours/ds':>9}")
+    out.append(f"   {'metric':<28}" + "".join(f"{t:>10}" for t in WIDE_TOOLS)
+               + f"{'ours/1c':>9}{'ours/ref':>9}{'ours/mb':>9}{'ours/ds':>9}")
     rows = [("wall time (s)", lambda t: m(t, "wall"), "s"),
             ("CPU user+sys (s)", lambda t: m(t, "cpu"), "s"),
             ("CPU incl. reaped tunnels (s)", lambda t: m(t, "cpu_tree"), "s"),
@@ -1036,7 +1047,7 @@ def wide_table(sc):
             ("bytes total (KiB)", lambda t: kib(m(t, "bytes_total")), "KiB")]
     for label, fn, unit in rows:
         v = {t: fn(t) for t in WIDE_TOOLS}
-        rr = [ratio(v["ours"], v[t]) for t in ("reference", "mbsync", "dsync")]
+        rr = [ratio(v["ours"], v[t]) for t in ("ours-1c", "reference", "mbsync", "dsync")]
         out.append(f"   {label:<28}" + "".join(f"{fmt(v[t], unit):>10}" for t in WIDE_TOOLS)
                    + "".join(f"{fmt(x) if x else '-':>9}" for x in rr))
     busier = None
