@@ -49,7 +49,15 @@ constexpr const char* kName = "interimap";
         "QRESYNC (Dovecot, Cyrus/Fastmail), CONDSTORE alone (Gmail) or neither\n"
         "(Microsoft 365, Yahoo: every known message's flags are read each run);\n"
         "change-tracking = auto|qresync|condstore|plain in [local] or [remote]\n"
-        "forces one.  Both servers need UIDPLUS.\n",
+        "forces one.  Both servers need UIDPLUS.\n"
+        "\n"
+        "Safety (README.md, \"Safety: mass deletions and self-sync\"): a run stops before\n"
+        "changing anything when a side lost at least mass-deletion-share percent (default\n"
+        "50) and mass-deletion-minimum messages (default 10) of the synchronized ones (a\n"
+        "store emptied or replaced, a database of another account), or when [local] and\n"
+        "[remote] reach the same store.  mailbox-deletion-share (default off) and\n"
+        "mailbox-deletion-minimum (default 10) set the same limit per mailbox.\n"
+        "  --allow-mass-deletion   let this run's deletions through\n",
         stderr);
   }
   std::exit(rv);
@@ -116,19 +124,20 @@ void check_option_words(int argc, char** argv, const option* longopts) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  enum { kConfig = 256, kTarget, kDebug, kWatch, kNotify, kRepair, kDelete, kRename, kVersion };
+  enum { kConfig = 256, kTarget, kDebug, kWatch, kNotify, kRepair, kDelete, kRename, kVersion, kAllowMassDeletion };
   static const option longopts[] = {
       {"config", required_argument, nullptr, kConfig}, {"quiet", no_argument, nullptr, 'q'},
       {"target", required_argument, nullptr, kTarget}, {"debug", no_argument, nullptr, kDebug},
       {"help", no_argument, nullptr, 'h'},             {"watch", optional_argument, nullptr, kWatch},
       {"notify", no_argument, nullptr, kNotify},       {"repair", no_argument, nullptr, kRepair},
       {"delete", no_argument, nullptr, kDelete},       {"rename", no_argument, nullptr, kRename},
-      {"version", no_argument, nullptr, kVersion},     {nullptr, 0, nullptr, 0},
+      {"version", no_argument, nullptr, kVersion},     {"allow-mass-deletion", no_argument, nullptr, kAllowMassDeletion},
+      {nullptr, 0, nullptr, 0},
   };
   std::optional<std::string> config_file;
   std::vector<std::string> targets;
   std::optional<unsigned long> watch;  // seconds; 0: the default
-  bool notify = false, quiet = false, help = false;
+  bool notify = false, quiet = false, help = false, allow_mass_deletion = false;
   int debug = 0, commands = 0;
   interimap::SyncMode mode = interimap::SyncMode::Sync;
   check_option_words(argc, argv, longopts);
@@ -156,6 +165,7 @@ int main(int argc, char** argv) {
         break;
       }
       case kNotify: notify = true; break;
+      case kAllowMassDeletion: allow_mass_deletion = true; break;  // ours (issue 15)
       case kRepair: mode = interimap::SyncMode::Repair; ++commands; break;
       case kDelete: mode = interimap::SyncMode::Delete; ++commands; break;
       case kRename: mode = interimap::SyncMode::Rename; ++commands; break;
@@ -213,6 +223,7 @@ int main(int argc, char** argv) {
     settings.targets = sync_targets;
     settings.watch = watch.has_value();
     settings.notify = notify;
+    settings.mass_deletion.allow = allow_mass_deletion;
     logger.set_quiet(quiet);
     logger.set_debug(debug);
     settings.configure_logger(logger);
