@@ -87,17 +87,13 @@ bool exceeds_mailbox_limit(std::uint64_t expunged, std::uint64_t mapped, const M
   return expunged >= limits.mailbox_minimum && expunged * 100 >= static_cast<std::uint64_t>(limits.mailbox_share) * mapped;
 }
 
-bool looks_like_one_store(const PerSide<Listing>& listings, bool recorded_equal) {
+bool looks_like_one_store(const PerSide<Listing>& listings) {
   const Listing& local = listings[0];
   const Listing& remote = listings[1];
   if (local.empty() || local.size() != remote.size()) return false;
-  bool all_equal = true;
-  for (auto l = local.begin(), r = remote.begin(); l != local.end(); ++l, ++r) {
-    if (l->first != r->first) return false;
-    if (!l->second.uidvalidity || l->second.uidvalidity != r->second.uidvalidity) return false;
-    all_equal = all_equal && l->second == r->second;
-  }
-  return all_equal || recorded_equal;
+  for (auto l = local.begin(), r = remote.begin(); l != local.end(); ++l, ++r)
+    if (l->first != r->first || !l->second.uidvalidity || l->second != r->second) return false;
+  return true;
 }
 
 MassDeletionLimits read_mass_deletion_limits(const Config& config) {
@@ -264,16 +260,7 @@ void Guard::refuse_self_sync(Context& ctx, MailboxList& list) {
       if (!name || name->empty()) continue;
       listings[index(s)][*name] = {info.uidvalidity, info.uidnext, info.messages, info.highestmodseq};
     }
-  // What a self-sync leaves in the database (the reference's loop): each
-  // mailbox recorded with the same UIDVALIDITY on both sides.
-  std::size_t recorded = 0;
-  bool recorded_equal = true;
-  for (const auto& [name, record] : list.records()) {
-    if (!record.state || listings[0].count(name) == 0) continue;
-    ++recorded;
-    recorded_equal = recorded_equal && (*record.state)[Side::Local].uidvalidity == (*record.state)[Side::Remote].uidvalidity;
-  }
-  if (!looks_like_one_store(listings, recorded > 0 && recorded_equal)) return;
+  if (!looks_like_one_store(listings)) return;
   ctx.debug("", "Both servers list the same mailboxes with the same UIDVALIDITY: probing whether they are one store");
   if (created_mailbox_shows_on_remote(ctx) != true) return;
   // Nothing of this run stays behind: a database that records no mailbox

@@ -78,12 +78,14 @@ struct ListedStatus {
 using Listing = std::map<std::string, ListedStatus, std::less<>>;
 
 // Whether both listings may come from one store, worth a probe: the same
-// mailboxes (at least one), each with the same UIDVALIDITY on both sides,
-// and either the same UIDNEXT, HIGHESTMODSEQ and MESSAGES everywhere or
-// `recorded_equal` (the database holds equal UIDVALIDITYs on both sides
-// for every mailbox it synchronized: what a self-sync leaves behind).
-// Two independent stores match only when one was copied from the other.
-bool looks_like_one_store(const PerSide<Listing>& listings, bool recorded_equal);
+// mailboxes (at least one), each with the same UIDVALIDITY, UIDNEXT,
+// HIGHESTMODSEQ and MESSAGES on both sides.  A store listed twice always
+// matches (its database, if a self-sync wrote one, records equal
+// UIDVALIDITYs too, but so does one of two stores made in the same
+// second: Dovecot's UIDVALIDITY is a creation time, so that alone is no
+// evidence).  Two independent stores match only when one is a copy of the
+// other, or both are new and empty.
+bool looks_like_one_store(const PerSide<Listing>& listings);
 
 // The mass-deletion options of the default section; ConfigError for a bad
 // value.  (SyncSettings::from_config.)
