@@ -93,22 +93,22 @@ enum class ChangeTracking { Auto, Qresync, Condstore, Plain };
 // messages a side lost count mailbox by mailbox (all of a mailbox's mapped
 // messages when it was replaced (UIDVALIDITY changed), deleted or emptied,
 // else at least mapped - MESSAGES).  The pass is refused when a side lost
-// at least `minimum` messages and at least `share` percent of the
+// at least `minimum` messages and more than `share` percent of the
 // synchronized ones.  Per mailbox, after its SELECT and before its EXPUNGEs,
 // the same test with mailbox_share and mailbox_minimum (off by default).
 struct MassDeletionLimits {
   // --allow-mass-deletion: no limit applies to this run.  Default false.
   bool allow = false;
-  // mass-deletion-share: percent (1-100) of a side's synchronized messages
-  // gone at once that stops the pass; 0 (`off`): no side-wide check (and
-  // no MESSAGES in the listing).  Default 50.
+  // mass-deletion-share: a side that lost more than this percent (1-100)
+  // of the synchronized messages at once stops the pass; 0 (`off`): no
+  // side-wide check (and no MESSAGES in the listing).  Default 50.
   unsigned share = 50;
   // mass-deletion-minimum: fewer messages gone never stop a pass (small
   // accounts).  Default 10; at least 1.
   std::uint64_t minimum = 10;
-  // mailbox-deletion-share: percent (1-100) of one mailbox's synchronized
-  // messages expunged at once that stops the run before that mailbox
-  // changes; 0 (`off`, the default: emptying a Trash never trips it).
+  // mailbox-deletion-share: expunging more than this percent (1-100) of
+  // one mailbox's synchronized messages at once stops the run before that
+  // mailbox changes; 0 (`off`, the default: emptying a Trash never trips it).
   unsigned mailbox_share = 0;
   // mailbox-deletion-minimum: default 10; at least 1.
   std::uint64_t mailbox_minimum = 10;

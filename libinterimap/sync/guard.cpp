@@ -60,7 +60,7 @@ std::optional<MassDeletion> find_mass_deletion(const std::vector<MailboxLoss>& b
       }
     }
     // Both limits: a small account may lose most of its few messages.
-    if (loss.gone < limits.minimum || loss.gone * 100 < static_cast<std::uint64_t>(limits.share) * loss.mapped) continue;
+    if (loss.gone < limits.minimum || loss.gone * 100 <= static_cast<std::uint64_t>(limits.share) * loss.mapped) continue;
     if (!worst || loss.gone > worst->gone) worst = std::move(loss);
   }
   return worst;
@@ -84,7 +84,7 @@ std::string describe(const MassDeletion& loss, const MassDeletionLimits& limits,
 
 bool exceeds_mailbox_limit(std::uint64_t expunged, std::uint64_t mapped, const MassDeletionLimits& limits) {
   if (limits.allow || limits.mailbox_share == 0) return false;
-  return expunged >= limits.mailbox_minimum && expunged * 100 >= static_cast<std::uint64_t>(limits.mailbox_share) * mapped;
+  return expunged >= limits.mailbox_minimum && expunged * 100 > static_cast<std::uint64_t>(limits.mailbox_share) * mapped;
 }
 
 bool looks_like_one_store(const PerSide<Listing>& listings) {

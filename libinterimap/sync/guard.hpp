@@ -57,16 +57,18 @@ struct MassDeletion {
   std::vector<std::string> replaced, missing, emptied;  // database-form names
 };
 
-// The side whose loss reaches both limits (limits.minimum messages and
-// limits.share percent of `mapped`), the larger loss if both do; nullopt
-// when none does, or when limits.allow or limits.share == 0.
+// The side whose loss reaches both limits (at least limits.minimum
+// messages, more than limits.share percent of `mapped`), the larger loss
+// if both do; nullopt when none does, or when limits.allow or
+// limits.share == 0.
 std::optional<MassDeletion> find_mass_deletion(const std::vector<MailboxLoss>& boxes, const MassDeletionLimits& limits);
 // The error line's text (without the component): what was seen, where, the
 // limits and the options that let it through.  `pretty` gives log names.
 std::string describe(const MassDeletion& loss, const MassDeletionLimits& limits, const MailboxNames& names);
 
 // Whether expunging `expunged` of a mailbox's `mapped` messages in one
-// round exceeds the per-mailbox limit (mailbox_share > 0, not allow).
+// round exceeds the per-mailbox limit (at least mailbox_minimum, more than
+// mailbox_share percent; mailbox_share > 0, not allow).
 bool exceeds_mailbox_limit(std::uint64_t expunged, std::uint64_t mapped, const MassDeletionLimits& limits);
 
 // What a listing says of one selectable mailbox (database form -> values).

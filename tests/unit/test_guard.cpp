@@ -85,7 +85,7 @@ TEST_CASE("guard: side-wide mass deletion (defaults: 50% and 10 messages)") {
       {"more remote than local lost", {box("INBOX", 40, listed(25), listed(0))}, Side::Remote, 40, 40},
       {"most of the mailboxes replaced", {box("INBOX", 10, listed(10), listed(10)), box("A", 20, listed(20), kReplaced),
                                           box("B", 20, listed(20), kReplaced)}, Side::Remote, 40, 50},
-      {"exactly the share and the minimum", {box("INBOX", 20, listed(20), listed(10))}, Side::Remote, 10, 20},
+      {"just above the share, at the minimum", {box("INBOX", 19, listed(19), listed(9))}, Side::Remote, 10, 19},
       // Let through.
       {"emptying Trash", {box("INBOX", 20, listed(20), listed(20)), box("Archive", 20, listed(20), listed(20)),
                           box("Trash", 15, listed(0), listed(15))}, std::nullopt, 0, 0},
@@ -96,7 +96,8 @@ TEST_CASE("guard: side-wide mass deletion (defaults: 50% and 10 messages)") {
       {"a small account: 2 of 3 deleted", {box("INBOX", 3, listed(1), listed(3))}, std::nullopt, 0, 0},
       {"a small account: 3 of 3 deleted", {box("INBOX", 3, listed(3), listed(0))}, std::nullopt, 0, 0},
       {"9 of 12: below the minimum", {box("INBOX", 12, listed(12), listed(3))}, std::nullopt, 0, 0},
-      {"just below the share", {box("INBOX", 21, listed(21), listed(11))}, std::nullopt, 0, 0},
+      {"exactly the share: not more", {box("INBOX", 20, listed(20), listed(10))}, std::nullopt, 0, 0},
+      {"half of 2000 (test_sync_big's scattered expunges)", {box("INBOX", 2000, listed(2000), listed(1000))}, std::nullopt, 0, 0},
       {"a mailbox deleted on one side (an error of its own)",
        {box("INBOX", 3, listed(3), listed(3)), box("Box", 3, listed(3), kMissing), box("Other", 5, listed(5), listed(5))},
        std::nullopt, 0, 0},
@@ -152,7 +153,7 @@ TEST_CASE("guard: the per-mailbox limit, off by default") {
     std::uint64_t expunged, mapped;
     bool exceeds;
   } rows[] = {
-      {15, 15, true}, {15, 30, true}, {14, 30, false}, {9, 9, false} /* below the minimum */, {10, 10, true}, {0, 0, false},
+      {15, 15, true}, {16, 30, true}, {15, 30, false}, {9, 9, false} /* below the minimum */, {10, 10, true}, {0, 0, false},
   };
   for (const auto& r : rows) {
     CAPTURE(r.expunged);

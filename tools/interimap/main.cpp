@@ -52,11 +52,12 @@ constexpr const char* kName = "interimap";
         "forces one.  Both servers need UIDPLUS.\n"
         "\n"
         "Safety (README.md, \"Safety: mass deletions and self-sync\"): a run stops before\n"
-        "changing anything when a side lost at least mass-deletion-share percent (default\n"
-        "50) and mass-deletion-minimum messages (default 10) of the synchronized ones (a\n"
-        "store emptied or replaced, a database of another account), or when [local] and\n"
-        "[remote] reach the same store.  mailbox-deletion-share (default off) and\n"
-        "mailbox-deletion-minimum (default 10) set the same limit per mailbox.\n"
+        "changing anything when a side lost more than mass-deletion-share percent\n"
+        "(default 50, or off) and at least mass-deletion-minimum messages (default 10) of\n"
+        "the synchronized ones (a store emptied or replaced, a database of another\n"
+        "account), or when [local] and [remote] reach the same store.\n"
+        "mailbox-deletion-share (default off) and mailbox-deletion-minimum (default 10)\n"
+        "set the same limit per mailbox, checked before its expunges.\n"
         "  --allow-mass-deletion   let this run's deletions through\n",
         stderr);
   }
