@@ -91,8 +91,16 @@ bool looks_like_one_store(const PerSide<Listing>& listings) {
   const Listing& local = listings[0];
   const Listing& remote = listings[1];
   if (local.empty() || local.size() != remote.size()) return false;
-  for (auto l = local.begin(), r = remote.begin(); l != local.end(); ++l, ++r)
-    if (l->first != r->first || !l->second.uidvalidity || l->second != r->second) return false;
+  // A value one side does not ask for (HIGHESTMODSEQ of a side forced to
+  // plain, MESSAGES without the mass-deletion check) is not compared.
+  auto differ = [](const auto& a, const auto& b) { return a && b && *a != *b; };
+  for (auto l = local.begin(), r = remote.begin(); l != local.end(); ++l, ++r) {
+    const ListedStatus& a = l->second;
+    const ListedStatus& b = r->second;
+    if (l->first != r->first || !a.uidvalidity || a.uidvalidity != b.uidvalidity || differ(a.uidnext, b.uidnext) ||
+        differ(a.highestmodseq, b.highestmodseq) || differ(a.messages, b.messages))
+      return false;
+  }
   return true;
 }
 

@@ -80,8 +80,8 @@ struct ListedStatus {
 using Listing = std::map<std::string, ListedStatus, std::less<>>;
 
 // Whether both listings may come from one store, worth a probe: the same
-// mailboxes (at least one), each with the same UIDVALIDITY, UIDNEXT,
-// HIGHESTMODSEQ and MESSAGES on both sides.  A store listed twice always
+// mailboxes (at least one), each with the same UIDVALIDITY, and the same
+// UIDNEXT, HIGHESTMODSEQ and MESSAGES where both sides give them.  A store listed twice always
 // matches (its database, if a self-sync wrote one, records equal
 // UIDVALIDITYs too, but so does one of two stores made in the same
 // second: Dovecot's UIDVALIDITY is a creation time, so that alone is no
