@@ -87,12 +87,13 @@ bool exceeds_mailbox_limit(std::uint64_t expunged, std::uint64_t mapped, const M
   return expunged >= limits.mailbox_minimum && expunged * 100 > static_cast<std::uint64_t>(limits.mailbox_share) * mapped;
 }
 
-bool looks_like_one_store(const PerSide<Listing>& listings) {
+bool looks_like_one_store(const PerSide<Listing>& listings, bool first_sync) {
   const Listing& local = listings[0];
   const Listing& remote = listings[1];
   if (local.empty() || local.size() != remote.size()) return false;
-  // A value one side does not ask for (HIGHESTMODSEQ of a side forced to
-  // plain, MESSAGES without the mass-deletion check) is not compared.
+  // A value one side does not ask for (MESSAGES without the mass-deletion
+  // check) is not compared.  HIGHESTMODSEQ, which tells apart stores with
+  // the same contents but another history, is needed after a first sync.
   auto differ = [](const auto& a, const auto& b) { return a && b && *a != *b; };
   for (auto l = local.begin(), r = remote.begin(); l != local.end(); ++l, ++r) {
     const ListedStatus& a = l->second;
@@ -100,6 +101,7 @@ bool looks_like_one_store(const PerSide<Listing>& listings) {
     if (l->first != r->first || !a.uidvalidity || a.uidvalidity != b.uidvalidity || differ(a.uidnext, b.uidnext) ||
         differ(a.highestmodseq, b.highestmodseq) || differ(a.messages, b.messages))
       return false;
+    if (!first_sync && (!a.highestmodseq || !b.highestmodseq)) return false;
   }
   return true;
 }
@@ -268,7 +270,11 @@ void Guard::refuse_self_sync(Context& ctx, MailboxList& list) {
       if (!name || name->empty()) continue;
       listings[index(s)][*name] = {info.uidvalidity, info.uidnext, info.messages, info.highestmodseq};
     }
-  if (!looks_like_one_store(listings)) return;
+  const auto& records = list.records();
+  const bool first_sync = std::none_of(records.begin(), records.end(), [&](const auto& r) {
+    return r.second.state && listings[0].count(r.first) != 0 && listings[1].count(r.first) != 0;
+  });
+  if (!looks_like_one_store(listings, first_sync)) return;
   ctx.debug("", "Both servers list the same mailboxes with the same UIDVALIDITY: probing whether they are one store");
   if (created_mailbox_shows_on_remote(ctx) != true) return;
   // Nothing of this run stays behind: a database that records no mailbox

@@ -183,9 +183,8 @@ TEST_CASE("guard: two listings that may come from one store") {
       {"same UIDVALIDITYs, another UIDNEXT", one, {{"INBOX", moved}, {"Box", box}}, false},
       {"another UIDVALIDITY", one, {{"INBOX", other_store}, {"Box", box}}, false},
       {"another MESSAGES", one, {{"INBOX", ListedStatus{1700000000, 42, 39, 77}}, {"Box", box}}, false},
-      {"no HIGHESTMODSEQ nor MESSAGES on one side (forced to plain, the check off)", one,
-       {{"INBOX", ListedStatus{1700000000, 42, std::nullopt, std::nullopt}}, {"Box", ListedStatus{1700000001, 5, {}, {}}}},
-       true},
+      {"no MESSAGES on one side (CONDSTORE there, the check off)", one,
+       {{"INBOX", ListedStatus{1700000000, 42, std::nullopt, 77}}, {"Box", ListedStatus{1700000001, 5, {}, 9}}}, true},
       {"another mailbox list", one, {{"INBOX", inbox}}, false},
       {"other names", {{"INBOX", inbox}}, {{"Inbox2", inbox}}, false},
       {"nothing listed", {}, {}, false},
@@ -193,8 +192,20 @@ TEST_CASE("guard: two listings that may come from one store") {
   };
   for (const auto& r : rows) {
     CAPTURE(r.what);
-    CHECK(engine::looks_like_one_store({r.local, r.remote}) == r.suspect);
+    CHECK(engine::looks_like_one_store({r.local, r.remote}, false) == r.suspect);
+    CHECK(engine::looks_like_one_store({r.local, r.remote}, true) == r.suspect);
   }
+}
+
+TEST_CASE("guard: without HIGHESTMODSEQ (a plain side), only a first sync probes") {
+  using engine::ListedStatus;
+  const engine::Listing plain = {{"INBOX", ListedStatus{1700000000, 42, 40, std::nullopt}}};
+  const engine::Listing qresync = {{"INBOX", ListedStatus{1700000000, 42, 40, 77}}};
+  CHECK(engine::looks_like_one_store({plain, plain}, true));
+  CHECK_FALSE(engine::looks_like_one_store({plain, plain}, false));
+  CHECK(engine::looks_like_one_store({plain, qresync}, true));
+  CHECK_FALSE(engine::looks_like_one_store({plain, qresync}, false));
+  CHECK(engine::looks_like_one_store({qresync, qresync}, false));
 }
 
 TEST_CASE("guard: the options of the default section") {
