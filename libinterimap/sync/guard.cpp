@@ -95,6 +95,7 @@ bool looks_like_one_store(const PerSide<Listing>& listings, bool first_sync) {
   // check) is not compared.  HIGHESTMODSEQ, which tells apart stores with
   // the same contents but another history, is needed after a first sync.
   auto differ = [](const auto& a, const auto& b) { return a && b && *a != *b; };
+  bool mail = false;  // empty stores have nothing to copy into themselves
   for (auto l = local.begin(), r = remote.begin(); l != local.end(); ++l, ++r) {
     const ListedStatus& a = l->second;
     const ListedStatus& b = r->second;
@@ -102,8 +103,9 @@ bool looks_like_one_store(const PerSide<Listing>& listings, bool first_sync) {
         differ(a.highestmodseq, b.highestmodseq) || differ(a.messages, b.messages))
       return false;
     if (!first_sync && (!a.highestmodseq || !b.highestmodseq)) return false;
+    mail = mail || (a.messages ? *a.messages > 0 : a.uidnext.value_or(1) > 1);
   }
-  return true;
+  return mail;
 }
 
 MassDeletionLimits read_mass_deletion_limits(const Config& config) {

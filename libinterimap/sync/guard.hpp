@@ -81,17 +81,16 @@ using Listing = std::map<std::string, ListedStatus, std::less<>>;
 
 // Whether both listings may come from one store, worth a probe: the same
 // mailboxes (at least one), each with the same UIDVALIDITY, and the same
-// UIDNEXT, HIGHESTMODSEQ and MESSAGES where both sides give them; after a
-// first sync (`first_sync` false: the database has synchronized a listed
-// mailbox), HIGHESTMODSEQ must be given on both sides: without it (a
-// plain side), two stores made in the same second with the same messages
-// list alike, and a probe on every run would cost each no-op run three
-// commands.  A store listed twice always
-// matches (its database, if a self-sync wrote one, records equal
-// UIDVALIDITYs too, but so does one of two stores made in the same
-// second: Dovecot's UIDVALIDITY is a creation time, so that alone is no
-// evidence).  Two independent stores match only when one is a copy of the
-// other, or both are new and empty.
+// UIDNEXT, HIGHESTMODSEQ and MESSAGES where both sides give them, and a
+// message somewhere (empty stores have nothing to copy into themselves).
+// A store listed twice always matches; two independent stores match only
+// when one is a file copy of the other, or when they were made in the
+// same second with the same messages (Dovecot's UIDVALIDITY is a creation
+// time; equal UIDVALIDITYs in the database are no evidence either).  So
+// after a first sync (`first_sync` false: the database has synchronized a
+// listed mailbox) HIGHESTMODSEQ, which differs with the stores' history,
+// must be given on both sides: without it (a plain side) such a pair would
+// be probed on every run, three commands more per no-op run.
 bool looks_like_one_store(const PerSide<Listing>& listings, bool first_sync);
 
 // The mass-deletion options of the default section; ConfigError for a bad

@@ -188,6 +188,10 @@ TEST_CASE("guard: two listings that may come from one store") {
       {"another mailbox list", one, {{"INBOX", inbox}}, false},
       {"other names", {{"INBOX", inbox}}, {{"Inbox2", inbox}}, false},
       {"nothing listed", {}, {}, false},
+      {"empty mailboxes only (nothing to copy)", {{"INBOX", ListedStatus{1700000000, 1, 0, 1}}},
+       {{"INBOX", ListedStatus{1700000000, 1, 0, 1}}}, false},
+      {"one message somewhere", {{"INBOX", ListedStatus{1700000000, 1, 0, 1}}, {"Box", box}},
+       {{"INBOX", ListedStatus{1700000000, 1, 0, 1}}, {"Box", box}}, true},
       {"no UIDVALIDITY in the listing", {{"INBOX", ListedStatus{}}}, {{"INBOX", ListedStatus{}}}, false},
   };
   for (const auto& r : rows) {
