@@ -22,7 +22,10 @@ Self-sync:
  - SelfSync.test_same_store_refused: [local] and [remote] tunnels to the
    same store (two different tunnel commands): refused, nothing written
    (no database file, the store as it was, no probe mailbox left), also
-   with --repair;
+   with --repair; then with the database of a real pair whose [remote]
+   was edited to reach [local]'s store, and with a database recording
+   equal UIDVALIDITYs on both sides (what the reference's self-sync
+   loop leaves): refused, the database kept byte for byte;
  - SelfSync.test_copied_store_is_not_refused: two stores, one a file copy
    of the other (identical listings): the probe tells them apart and the
    run goes on.
@@ -208,6 +211,18 @@ class SelfSync(Case):
             db = f.read()
         r = q.run()
         s.assert_fails(r, "(?m)^ERROR: \\[local\\] and \\[remote\\] reach the same mail store")
+        with open(q.db, "rb") as f:
+            self.assertEqual(db, f.read(), "the database changed")
+        self.assertEqual(before, (s.snapshot(store), s.subscribed(store)), "the store changed")
+        # The database a self-sync leaves (the reference's loop): both sides
+        # recorded with the store's UIDVALIDITY for every mailbox.
+        s.db_execute(q.db, "UPDATE remote SET UIDVALIDITY = (SELECT l.UIDVALIDITY FROM local l WHERE l.idx = remote.idx)")
+        recorded = s.read_db(q.db)
+        self.assertEqual(recorded["local"].keys(), recorded["remote"].keys())
+        self.assertTrue(all(recorded["local"][i][0] == recorded["remote"][i][0] for i in recorded["local"]))
+        with open(q.db, "rb") as f:
+            db = f.read()
+        s.assert_fails(q.run(), "(?m)^ERROR: \\[local\\] and \\[remote\\] reach the same mail store")
         with open(q.db, "rb") as f:
             self.assertEqual(db, f.read(), "the database changed")
         self.assertEqual(before, (s.snapshot(store), s.subscribed(store)), "the store changed")
