@@ -1,7 +1,6 @@
 #include "sync/mailbox_list.hpp"
 
 #include "sync/guard.hpp"
-
 #include "util/ascii.hpp"
 
 #include <fmt/format.h>
