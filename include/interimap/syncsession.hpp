@@ -43,6 +43,7 @@
 #include <interimap/statedb.hpp>
 
 #include <array>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -85,6 +86,33 @@ struct SyncTargets {
 //    one; a missing UID was expunged;
 //  - Auto (the default): the best the server advertises.
 enum class ChangeTracking { Auto, Qresync, Condstore, Plain };
+
+// The mass-deletion guard (README "Safety: mass deletions and self-sync",
+// doc/design.md "The guard").  Before a pass changes anything, each side's
+// listing (LIST-STATUS with MESSAGES) is compared with the database: the
+// messages a side lost count mailbox by mailbox (all of a mailbox's mapped
+// messages when it was replaced (UIDVALIDITY changed), deleted or emptied,
+// else at least mapped - MESSAGES).  The pass is refused when a side lost
+// at least `minimum` messages and more than `share` percent of the
+// synchronized ones.  Per mailbox, after its SELECT and before its EXPUNGEs,
+// the same test with mailbox_share and mailbox_minimum (off by default).
+struct MassDeletionLimits {
+  // --allow-mass-deletion: no limit applies to this run.  Default false.
+  bool allow = false;
+  // mass-deletion-share: a side that lost more than this percent (1-100)
+  // of the synchronized messages at once stops the pass; 0 (`off`): no
+  // side-wide check (and no MESSAGES in the listing).  Default 50.
+  unsigned share = 50;
+  // mass-deletion-minimum: fewer messages gone never stop a pass (small
+  // accounts).  Default 10; at least 1.
+  std::uint64_t minimum = 10;
+  // mailbox-deletion-share: expunging more than this percent (1-100) of
+  // one mailbox's synchronized messages at once stops the run before that
+  // mailbox changes; 0 (`off`, the default: emptying a Trash never trips it).
+  unsigned mailbox_share = 0;
+  // mailbox-deletion-minimum: default 10; at least 1.
+  std::uint64_t mailbox_minimum = 10;
+};
 
 // Everything a SyncSession needs: what the configuration file says
 // (from_config()) and what the command line asks.  Defaults are those of
@@ -146,6 +174,10 @@ struct INTERIMAP_API SyncSettings {
   // ignore-mailbox: a PCRE2 (Perl) pattern on database-form names,
   // compiled by the session (Sync and Repair only); empty: none.
   std::string ignore_mailbox;
+  // mass-deletion-share, mass-deletion-minimum, mailbox-deletion-share,
+  // mailbox-deletion-minimum (default section); `allow` is the command
+  // line's --allow-mass-deletion.
+  MassDeletionLimits mass_deletion;
   // log-prefix (compiled) and logfile (absolute; empty: stderr).
   LogPrefix log_prefix;
   std::string logfile;

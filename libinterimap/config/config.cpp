@@ -182,7 +182,10 @@ constexpr std::string_view kConnectionOptions[] = {
     "SSL_ciphersuites", "SSL_hostname", "SSL_verify", "SSL_CApath", "SSL_CAfile"};
 constexpr std::string_view kInterimapOptions[] = {"database",       "logfile",          "log-prefix",
                                                   "list-reference", "list-mailbox",     "list-select-opts",
-                                                  "ignore-mailbox", "change-tracking",  "max-connections"};
+                                                  "ignore-mailbox", "change-tracking", "max-connections",
+                                                  // ours: the mass-deletion guard (issue 15)
+                                                  "mass-deletion-share", "mass-deletion-minimum",
+                                                  "mailbox-deletion-share", "mailbox-deletion-minimum"};
 constexpr std::string_view kPullimapOptions[] = {"statefile",    "mailbox",      "deliver-method",
                                                  "deliver-ehlo", "deliver-rcpt", "purge-after"};
 

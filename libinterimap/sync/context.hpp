@@ -9,6 +9,7 @@
 //   context             this header
 //   settings            SyncSettings::from_config: the reference's option checks
 //   mailbox_list        LIST, subscriptions, CREATE; --delete, --rename
+//   guard               mass deletions and self-sync refused before any change
 //   box, change_tracker a mailbox being synchronized; how one side tells
 //                       what changed since the last clean state (QRESYNC)
 //   known               known messages: plan (expunges, flags) and apply

@@ -1,6 +1,7 @@
 #include "sync/known.hpp"
 
 #include "sync/flags.hpp"
+#include "sync/guard.hpp"
 
 #include <fmt/format.h>
 
@@ -204,6 +205,7 @@ std::string resolve_conflict(Context& ctx, const Box& box, Mapping pair, const s
 }
 
 void apply(Context& ctx, Box& box, const Plan& plan, const std::function<void(Side)>& then) {
+  check_mailbox_expunges(ctx, box.idx, box.name, {plan.expunge[0].size(), plan.expunge[1].size()}, !plan.forget.empty());
   ctx.both.run([&](Side s) {
     update_side(ctx, box, s, plan.expunge[index(s)], plan.flags[index(s)]);
     if (then) then(s);

@@ -1,5 +1,6 @@
 #include "sync/mailbox_list.hpp"
 
+#include "sync/guard.hpp"
 #include "util/ascii.hpp"
 
 #include <fmt/format.h>
@@ -68,7 +69,7 @@ void MailboxList::learn_delimiters() {
 // The arguments of a LIST-STATUS of one side.  Also with --notify: each
 // pass lists again, and without STATUS every mailbox would look dirty (a
 // SELECT each); Connection::list pipelines one STATUS per mailbox on a
-// server without LIST-STATUS.  MESSAGES is of no use here.
+// server without LIST-STATUS.
 Connection::PendingList MailboxList::list_begin(Side side) {
   const SyncMode mode = ctx_.settings.mode;
   const bool listing = mode == SyncMode::Sync || mode == SyncMode::Repair;
@@ -79,9 +80,11 @@ Connection::PendingList MailboxList::list_begin(Side side) {
       Context::fail(to_string(side), "Mailbox name contains null characters but the namespace is flat!");
     wire_patterns.push_back(ctx_.names.wire(side, p).substr(reference.size()));
   }
-  // MESSAGES only where expunges may leave UIDNEXT and HIGHESTMODSEQ as
-  // they were (CONDSTORE without QRESYNC: sync_mailboxes()).
-  const bool messages = listing && ctx_.tracking[index(side)] == ChangeTracking::Condstore;
+  // MESSAGES where expunges may leave UIDNEXT and HIGHESTMODSEQ as they
+  // were (CONDSTORE without QRESYNC: sync_mailboxes()), and for the
+  // mass-deletion guard's counts (doc/design.md "The guard").
+  const bool messages =
+      listing && (ctx_.tracking[index(side)] == ChangeTracking::Condstore || guard_wants_messages(ctx_.settings));
   return ctx_.connection(side).list_begin(wire_patterns, listing ? ctx_.settings.list_select_opts : std::vector<std::string>{},
                                           reference, /*with_status=*/listing, /*with_messages=*/messages);
 }

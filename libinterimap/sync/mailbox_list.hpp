@@ -44,6 +44,8 @@ class MailboxList {
 
   // What the last list() said of a wire name (INBOX in any case); null if nothing.
   const MailboxInfo* info(Side side, std::string_view wire_name) const;
+  // Everything the last list() said of a side, by wire name (the guard).
+  const std::map<std::string, MailboxInfo, std::less<>>& listed(Side side) const { return listed_[index(side)]; }
   // The database's records by name: one query, none while the database
   // stays as it was (a poll that changed nothing reads no record again).
   const std::map<std::string, MailboxRecord, std::less<>>& records();

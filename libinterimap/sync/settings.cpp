@@ -3,6 +3,7 @@
 #include <interimap/syncsession.hpp>
 
 #include "sync/flags.hpp"
+#include "sync/guard.hpp"
 #include "util/ascii.hpp"
 
 #include <fmt/format.h>
@@ -92,6 +93,7 @@ SyncSettings SyncSettings::from_config(const Config& config) {
   s.list_mailbox = config.get_default("list-mailbox").value_or("");
   s.list_select_opts = upper_words(config.get_default("list-select-opts").value_or(""));
   s.ignore_mailbox = config.get_default("ignore-mailbox").value_or("");
+  s.mass_deletion = detail::sync::read_mass_deletion_limits(config);  // ours (issue 15)
   return s;
 }
 

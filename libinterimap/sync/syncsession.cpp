@@ -6,6 +6,7 @@
 #include <interimap/syncsession.hpp>
 
 #include "sync/context.hpp"
+#include "sync/guard.hpp"
 #include "sync/mailbox_list.hpp"
 #include "sync/mailbox_sync.hpp"
 #include "sync/workers.hpp"
@@ -47,6 +48,7 @@ struct INTERIMAP_LOCAL SyncSession::Impl {
   Context ctx;
   detail::sync::MailboxList list;
   detail::sync::Workers workers;  // the pass's other connections
+  detail::sync::Guard guard;  // self-sync and mass deletions (issue 15)
   std::vector<std::string> mailboxes;  // synchronized by the last run (database form)
   // The database generation a pass left unchanged (a no-op pass): the same
   // LIST answers again make the same no-op.
@@ -93,11 +95,13 @@ void SyncSession::Impl::run() {
           for (Side s : kSides) ctx.debug(to_string(s), "Clean state!");
         break;
       }
+      guard.before_pass(ctx, list);
       mailboxes = list.synchronize();
       detail::sync::sync_mailboxes(ctx, workers, list, mailboxes, /*repair=*/false);
       noop_generation = ctx.db->generation() == generation ? generation : UINT64_MAX;
       break;
     case SyncMode::Repair:
+      guard.before_pass(ctx, list);
       mailboxes = list.synchronize();
       detail::sync::sync_mailboxes(ctx, workers, list, mailboxes, /*repair=*/true);
       break;

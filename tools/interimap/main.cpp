@@ -63,7 +63,16 @@ constexpr int kChangesPending = 3;
         "             read into memory).  Lines start with \"(dry run) \".\n"
         "             Works with --repair, --delete, --rename; not with\n"
         "             --watch or --notify.  Exit status: 0 nothing to do,\n"
-        "             3 changes pending, 1 an error (as without --dry-run).\n",
+        "             3 changes pending, 1 an error (as without --dry-run).\n"
+        "\n"
+        "Safety (README.md, \"Safety: mass deletions and self-sync\"): a run stops before\n"
+        "changing anything when a side lost more than mass-deletion-share percent\n"
+        "(default 50, or off) and at least mass-deletion-minimum messages (default 10) of\n"
+        "the synchronized ones (a store emptied or replaced, a database of another\n"
+        "account), or when [local] and [remote] reach the same store.\n"
+        "mailbox-deletion-share (default off) and mailbox-deletion-minimum (default 10)\n"
+        "set the same limit per mailbox, checked before its expunges.\n"
+        "  --allow-mass-deletion   let this run's deletions through\n",
         stderr);
   }
   std::exit(rv);
@@ -130,7 +139,7 @@ void check_option_words(int argc, char** argv, const option* longopts) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  enum { kConfig = 256, kTarget, kDebug, kWatch, kNotify, kRepair, kDelete, kRename, kVersion, kDryRun };
+  enum { kConfig = 256, kTarget, kDebug, kWatch, kNotify, kRepair, kDelete, kRename, kVersion, kDryRun, kAllowMassDeletion };
   static const option longopts[] = {
       {"config", required_argument, nullptr, kConfig}, {"quiet", no_argument, nullptr, 'q'},
       {"target", required_argument, nullptr, kTarget}, {"debug", no_argument, nullptr, kDebug},
@@ -138,12 +147,13 @@ int main(int argc, char** argv) {
       {"notify", no_argument, nullptr, kNotify},       {"repair", no_argument, nullptr, kRepair},
       {"delete", no_argument, nullptr, kDelete},       {"rename", no_argument, nullptr, kRename},
       {"version", no_argument, nullptr, kVersion},     {"dry-run", no_argument, nullptr, kDryRun},
+      {"allow-mass-deletion", no_argument, nullptr, kAllowMassDeletion},
       {nullptr, 0, nullptr, 0},
   };
   std::optional<std::string> config_file;
   std::vector<std::string> targets;
   std::optional<unsigned long> watch;  // seconds; 0: the default
-  bool notify = false, quiet = false, help = false, dry_run = false;
+  bool notify = false, quiet = false, help = false, dry_run = false, allow_mass_deletion = false;
   int debug = 0, commands = 0;
   interimap::SyncMode mode = interimap::SyncMode::Sync;
   check_option_words(argc, argv, longopts);
@@ -172,6 +182,7 @@ int main(int argc, char** argv) {
       }
       case kNotify: notify = true; break;
       case kDryRun: dry_run = true; break;
+      case kAllowMassDeletion: allow_mass_deletion = true; break;  // ours (issue 15)
       case kRepair: mode = interimap::SyncMode::Repair; ++commands; break;
       case kDelete: mode = interimap::SyncMode::Delete; ++commands; break;
       case kRename: mode = interimap::SyncMode::Rename; ++commands; break;
@@ -232,6 +243,7 @@ int main(int argc, char** argv) {
     settings.notify = notify;
     settings.dry_run = dry_run;
     if (dry_run) logger.set_marker("(dry run) ");
+    settings.mass_deletion.allow = allow_mass_deletion;
     logger.set_quiet(quiet);
     logger.set_debug(debug);
     settings.configure_logger(logger);
