@@ -115,6 +115,10 @@ PerSide<UidSet> adopt(Context& ctx, Box& box) {
   if (box.m(Side::Local).exists() == 0 || box.m(Side::Remote).exists() == 0) return {};
   const Matched mt = match(ctx, box);
   if (mt.pairs.empty()) return {};
+  for (Side s : kSides)
+    ctx.info(s, box.name,
+             fmt::format("Adopted {} of {} message(s), already present on both sides", mt.pairs.size(),
+                         mt.seen[index(s)]));
   // Both copies are the same message seen by two clients: each side's flags
   // count as a change, merged as a conflict is (the union).
   keep_pairs(ctx, box, mt, [](const Mapping&, const std::string& l, const std::string& r) {
@@ -125,10 +129,6 @@ PerSide<UidSet> adopt(Context& ctx, Box& box) {
   // sync", their flags compared again) and copies only the rest.
   ctx.write().add_mappings(box.idx, mt.pairs);
   ctx.commit();
-  for (Side s : kSides)
-    ctx.info(s, box.name,
-             fmt::format("Adopted {} of {} message(s), already present on both sides", mt.pairs.size(),
-                         mt.seen[index(s)]));
   return mt.paired;
 }
 
@@ -165,6 +165,21 @@ bool recover_uidvalidity(Context& ctx, const MailboxList& list, const MailboxRec
       was_mapped[index(s)] = mapped_uids(*ctx.db, box.idx, s, old[s].uidnext);
     }
   const Matched mt = match(ctx, box);
+  for (Side s : kSides) {
+    if (!changed[index(s)]) continue;
+    const Side o = other(s);
+    // What the other side had mapped and this side no longer has: copied back.
+    UidSet lost = was_mapped[index(o)];
+    lost.erase(mt.paired[index(o)]);
+    lost.erase(since[index(o)].vanished);
+    const uint64_t to_here = mt.seen[index(o)] - mt.paired[index(o)].size();
+    const uint64_t to_there = mt.seen[index(s)] - mt.paired[index(s)].size();
+    ctx.warning(s, box.name,
+                fmt::format("UIDVALIDITY changed ({} -> {}): re-paired {} message(s) by content; copying {} message(s) "
+                            "to {} ({} of them lost with the change) and {} to {}",
+                            old[s].uidvalidity, box.m(s).uidvalidity(), mt.pairs.size(), to_here, to_string(s),
+                            lost.size(), to_there, to_string(o)));
+  }
   // Flags: the unchanged side's change since the last run wins (the
   // changed side lost its history: its flags may be a recreation's); any
   // other difference is merged as a conflict, the union.
@@ -186,21 +201,6 @@ bool recover_uidvalidity(Context& ctx, const MailboxList& list, const MailboxRec
   ctx.commit();
   for (Side s : kSides) box.state(s) = SideState{uidvalidity[index(s)], 0, 0};
 
-  for (Side s : kSides) {
-    if (!changed[index(s)]) continue;
-    const Side o = other(s);
-    // What the other side had mapped and this side no longer has: copied back.
-    UidSet lost = was_mapped[index(o)];
-    lost.erase(mt.paired[index(o)]);
-    lost.erase(since[index(o)].vanished);
-    const uint64_t to_here = mt.seen[index(o)] - mt.paired[index(o)].size();
-    const uint64_t to_there = mt.seen[index(s)] - mt.paired[index(s)].size();
-    ctx.warning(s, box.name,
-                fmt::format("UIDVALIDITY changed ({} -> {}): re-paired {} message(s) by content; copying {} message(s) "
-                            "to {} ({} of them lost with the change) and {} to {}",
-                            old[s].uidvalidity, uidvalidity[index(s)], mt.pairs.size(), to_here, to_string(s),
-                            lost.size(), to_there, to_string(o)));
-  }
   sync_messages(ctx, box, mt.paired);
   box.finish(ctx);
   return true;
