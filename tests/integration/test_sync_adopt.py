@@ -193,6 +193,7 @@ class Adopt(unittest.TestCase):
         self.assertGreaterEqual(sum(len(v) for v in db["mapping"].values()), n, "adoption was not committed")
         r = p.sync()
         p.check(expect={"INBOX": expect})
+        self.assertRegex(r.err, r"Resuming interrupted sync for INBOX")
         self.assertNotRegex(r.err, r"Adopted")
 
 
