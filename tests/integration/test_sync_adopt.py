@@ -27,7 +27,10 @@ UidValidity (each for a QRESYNC, a CONDSTORE (Gmail-like) and a plain
  - test_recreated_fewer: the mailbox recreated with 20 of its 30
    messages: the 10 missing come back from the other side, nothing is
    expunged anywhere;
- - test_repair_mode: the same under --repair.
+ - test_repair_mode: the same under --repair;
+ - test_crash_during_recovery: killed while copying the lost messages
+   back (before and after the APPENDUID reached interimap): the next run
+   converges, no duplicate.
 """
 
 import collections
@@ -201,9 +204,9 @@ class UidValidity(unittest.TestCase):
     """A synchronized mailbox Box of 30 messages; the remote one recreated."""
     N = 30
 
-    def synced(self, **kw):
+    def synced(self, n=None, **kw):
         p = s.Pair(T, self._testMethodName.replace("test_", ""), **kw)
-        items = [(msg("box", i), ["\\Seen"] if i % 2 else [], date_of(i)) for i in range(self.N)]
+        items = [(msg("box", i), ["\\Seen"] if i % 2 else [], date_of(i)) for i in range(n or self.N)]
         seed(p.local, "Box", items, create=True)
         p.sync()
         p.check()
@@ -282,6 +285,27 @@ class UidValidity(unittest.TestCase):
         self.assertEqual(before, (s.snapshot(p.local), s.snapshot(p.remote), s.read_db(p.db)))
         self.assertNotRegex(r2.err, r"UIDVALIDITY|Added|Updated")
         return p
+
+    def test_crash_during_recovery(self):
+        """Killed while the recovery copies what the recreated side lost,
+        before or after interimap got the APPENDUID: the next run ends
+        converged, nothing duplicated or lost."""
+        import crashlib as c
+        for past in (False, True):
+            with self.subTest(after=past):
+                # 300 lost: three APPEND batches, the run still busy after the first
+                p, items = self.synced(n=310, remote_opts={"compress": "no"})
+                expect = s.counter(*[(b, f) for b, f, _ in items])
+                self.recreate(p, items, list(range(10)))
+                c.run_frozen(p, "remote", f"uv-crash-{past}", line=rb" OK \[APPENDUID ", past=past)
+                r = p.sync()
+                p.check(expect={"Box": expect})
+                if past:
+                    self.assertRegex(r.err, r"Resuming interrupted sync for Box")
+                # the second run is a no-op
+                before = (s.snapshot(p.local), s.snapshot(p.remote), s.read_db(p.db))
+                p.sync()
+                self.assertEqual(before, (s.snapshot(p.local), s.snapshot(p.remote), s.read_db(p.db)))
 
     def test_recreated_same_messages(self):
         self.scenario()
