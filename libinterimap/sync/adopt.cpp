@@ -195,10 +195,15 @@ bool recover_uidvalidity(Context& ctx, const MailboxList& list, const MailboxRec
   // and UIDVALIDITY come, the state starts again from UIDNEXT 0 (so that
   // every unpaired message is copied, and a crash from here resumes the
   // pairs as an interrupted first sync would).
+  const bool had_pending = !ctx.db->pending_appends(box.idx).empty();
   auto& db = ctx.write();
   db.reset_state(box.idx, uidvalidity[0], uidvalidity[1]);
   db.add_mappings(box.idx, mt.pairs);
   ctx.commit();
+  // The journal's lines of those pending appends name void UIDs (recover()
+  // was not run for this mailbox); the others' were used by now, as when
+  // sync_messages() clears it.
+  if (had_pending) ctx.journal->clear();
   for (Side s : kSides) box.state(s) = SideState{uidvalidity[index(s)], 0, 0};
 
   sync_messages(ctx, box, mt.paired);
