@@ -83,10 +83,10 @@ Matched match(Context& ctx, Box& box) {
   return out;
 }
 
-// Stores `merged(pair)` on the side(s) whose flags differ, tells the
-// trackers, and records the pairs in the open transaction (the caller
-// commits).  The STOREs go first: should the run die before the commit,
-// the next one pairs again and merges to the same flags.
+// Stores `merged(pair)` on the side(s) whose flags differ and tells the
+// trackers; the caller then records the pairs.  The STOREs go first:
+// should the run die before that commit, the next one pairs again and
+// merges to the same flags.
 template <class Merge>
 void keep_pairs(Context& ctx, Box& box, const Matched& mt, Merge&& merged) {
   Plan plan;
