@@ -112,6 +112,24 @@ struct Message {
   std::vector<EnvelopeAddress> envelope_from, envelope_sender;
 };
 
+// What fetch_headers() delivers of one message.
+struct MessageHeader {
+  uint32_t uid = 0;
+  uint64_t size = 0;         // RFC822.SIZE (0 if not sent)
+  std::string internaldate;  // as sent ("" if not sent)
+  std::optional<std::vector<std::string>> flags;  // with HeaderFetch::flags, \Recent removed
+  std::string header;        // BODY[HEADER] or BODY[HEADER.FIELDS (...)] bytes
+};
+
+// What fetch_headers() asks for.
+struct HeaderFetch {
+  // Header field names for BODY.PEEK[HEADER.FIELDS (...)] (atoms, e.g.
+  // "MESSAGE-ID"); empty: the whole header, BODY.PEEK[HEADER].
+  std::vector<std::string> fields;
+  bool size_and_date = true;  // RFC822.SIZE INTERNALDATE
+  bool flags = false;         // FLAGS
+};
+
 // One message for append().
 struct AppendMessage {
   std::string body;                // non-empty (RFC 3502 6.3.11)
@@ -279,6 +297,14 @@ class INTERIMAP_API Mailbox {
   // Precondition: selected.
   void fetch_messages(const UidSet& uids, const std::function<void(Message&)>& callback,
                       const FetchOptions& options = {});
+
+  // UID FETCH uids (UID [RFC822.SIZE INTERNALDATE] [FLAGS]
+  // BODY.PEEK[HEADER[.FIELDS (...)]]), chunks pipelined, calling callback
+  // once per message in uids (a UID outside it, or repeated, is ignored;
+  // a response without the header is ignored too), as soon as its
+  // response is complete: no message body is read.  Precondition:
+  // selected.  The callback must not use this connection.
+  void fetch_headers(const UidSet& uids, const HeaderFetch& what, const std::function<void(MessageHeader&)>& callback);
 
   // APPEND the messages to this mailbox (which need not be selected), in
   // order: with MULTIAPPEND (RFC 3502) several per command, batched per

@@ -240,9 +240,13 @@ class INTERIMAP_API StateDB {
 
   // Inserts the mailbox's `local` and `remote` rows: UIDVALIDITY as given
   // (> 0), UIDNEXT 0, HIGHESTMODSEQ 0, as the reference does on the first
-  // SELECT of a new mailbox.  StateError if they exist.  UIDVALIDITY has no
-  // setter: it never changes (a change is an error naming the mailbox).
+  // SELECT of a new mailbox.  StateError if they exist.
   void init_state(MailboxId idx, std::uint32_t local_uidvalidity, std::uint32_t remote_uidvalidity);
+  // After a UIDVALIDITY change (our addition, the reference stops there):
+  // forgets the mailbox's mappings and appends in flight, and starts its
+  // state again as init_state() does.  The flags recorded per side
+  // (interimap_flags) stay.  Needs a Transaction.
+  void reset_state(MailboxId idx, std::uint32_t local_uidvalidity, std::uint32_t remote_uidvalidity);
   // Both rows, or nullopt when the mailbox has no state yet.
   std::optional<MailboxState> state(MailboxId idx) const;
   // Record that every change below `uidnext` and `highestmodseq` on `side`

@@ -1378,6 +1378,59 @@ bool Mailbox::idle(std::chrono::milliseconds timeout, const std::function<bool()
   return changed();
 }
 
+void Mailbox::fetch_headers(const UidSet& uids, const HeaderFetch& what,
+                            const std::function<void(MessageHeader&)>& callback) {
+  State& st = *state_;
+  st.settle();
+  st.require_selected("UID FETCH (BODY.PEEK[HEADER])");
+  Client& client = *st.client;
+  if (uids.empty()) return;
+  std::string items = "(UID";
+  if (what.size_and_date) items += " RFC822.SIZE INTERNALDATE";
+  if (what.flags) items += " FLAGS";
+  // BODY.PEEK: do not set \Seen (RFC 3501 6.4.5).
+  items += what.fields.empty() ? " BODY.PEEK[HEADER]" : fmt::format(" BODY.PEEK[HEADER.FIELDS ({})]", fmt::join(what.fields, " "));
+  items += ')';
+  // The handler may outlive this call (an exception): it owns what it needs.
+  struct Op {
+    UidSet wanted, delivered;
+    const std::function<void(MessageHeader&)>* callback = nullptr;  // null once fetch_headers returned
+  };
+  auto op = std::make_shared<Op>();
+  op->wanted = uids;
+  op->callback = &callback;
+  struct Detach {
+    Op& op;
+    ~Detach() { op.callback = nullptr; }
+  } detach{*op};
+  auto handler = [op, self = state_](const Response& r) -> bool {
+    const auto* f = std::get_if<FetchData>(&r.data);
+    if (f == nullptr || !f->uid || !f->header || f->body || f->body_streamed || !op->wanted.contains(*f->uid))
+      return false;
+    self->record_fetch(*f, false);
+    // Only what was asked for, once (doc/design.md "Bounding what a server sends").
+    if (op->callback == nullptr || op->delivered.contains(*f->uid)) return true;
+    op->delivered.insert(*f->uid);
+    MessageHeader h;
+    h.uid = *f->uid;
+    h.size = f->size.value_or(0);
+    h.internaldate = f->internaldate.value_or("");
+    if (f->flags) h.flags = without_recent(*f->flags);
+    h.header = *f->header;
+    (*op->callback)(h);
+    return true;
+  };
+  Window window(client, st.conn->abandoned, kWindowBytes, kWindowCommands, [&](size_t, StatusResponse& status) {
+    if (status.kind != StatusResponse::Kind::Ok) st.command_failed("UID FETCH", "UID FETCH (BODY.PEEK[HEADER])", status);
+    st.process_code(status.code);
+  });
+  for (const auto& set : split_set(uids, std::string_view("UID FETCH  ").size() + items.size())) {
+    if (window.failed()) break;
+    window.send(client.command("UID FETCH").raw(set).raw(items).build(), handler, 0);
+  }
+  window.finish();
+}
+
 std::string Mailbox::imap_date(std::chrono::system_clock::time_point when) {
   // RFC 3501 9: date-text = date-day "-" date-month "-" date-year, English
   // month names whatever the locale.

@@ -681,6 +681,16 @@ bool is_whole_message(const FetchItem& item) {
          (iequals(item.name, "BODY") || iequals(item.name, "BINARY") || iequals(item.name, "BODY.PEEK"));
 }
 
+// BODY[HEADER] or BODY[HEADER.FIELDS (...)] from the start (RFC 3501
+// 6.4.5), which Mailbox::fetch_headers asks for; not HEADER.FIELDS.NOT.
+bool is_header(const FetchItem& item) {
+  if (!item.has_section || item.has_origin || !(iequals(item.name, "BODY") || iequals(item.name, "BODY.PEEK")))
+    return false;
+  if (iequals(item.section, "HEADER")) return true;
+  constexpr std::string_view kFields = "HEADER.FIELDS ";
+  return item.section.size() > kFields.size() && iequals(item.section.substr(0, kFields.size()), kFields);
+}
+
 // RFC 3501 7.4.2: nz-number SP "FETCH" SP "(" msg-att ")", after "FETCH".
 FetchData fetch_data(Lexer& lex, uint32_t seq) {
   FetchData d;
@@ -696,8 +706,10 @@ FetchData fetch_data(Lexer& lex, uint32_t seq) {
       d.body = (t.kind == StringToken::Kind::Quoted || t.kind == StringToken::Kind::Literal)
                    ? Lexer::to_string(t)
                    : std::string();
+    } else if (is_header(item)) {
+      d.header = lex.nstring().value_or(std::string());
     } else if (item.has_section) {
-      lex.skip_value();  // BODY[HEADER], BODY[1.MIME], BINARY.SIZE[], BODY[]<100>, ...
+      lex.skip_value();  // BODY[1.MIME], BINARY.SIZE[], BODY[]<100>, ...
     } else if (iequals(item.name, "UID")) {
       d.uid = lex.number32(true);
     } else if (iequals(item.name, "FLAGS")) {

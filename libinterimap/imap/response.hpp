@@ -99,6 +99,9 @@ struct FetchData {
   std::optional<std::string> body;
   bool body_streamed = false;
   std::optional<Envelope> envelope;
+  // BODY[HEADER] or BODY[HEADER.FIELDS (...)] reply (no origin): the bytes
+  // (NIL gives ""), for Mailbox::fetch_headers.
+  std::optional<std::string> header;
 };
 
 // SEARCH n... [(MODSEQ n)]

@@ -27,7 +27,10 @@ void Box::select(Context& ctx, bool resync, PerSide<bool> sides) {
     else
       m.select();
     if (clean[i].uidvalidity != 0 && m.uidvalidity() != clean[i].uidvalidity)
-      Context::fail(to_string(s), fmt::format("UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache for {}.",
+      // Changed since this pass's listing (which recover_uidvalidity()
+      // answers): the next run pairs its messages again.
+      Context::fail(to_string(s), fmt::format("UIDVALIDITY changed during the run! ({} != {})  The next run pairs the "
+                                              "messages of {} again.",
                                               m.uidvalidity(), clean[i].uidvalidity, ctx.names.wire(s, name)));
     if (!m.uidnext())
       throw ProtocolError(std::string(to_string(s)),

@@ -45,10 +45,20 @@ std::optional<MassDeletion> find_mass_deletion(const std::vector<MailboxLoss>& b
   for (Side side : kSides) {
     MassDeletion loss;
     loss.side = side;
+    // A mailbox with a new UIDVALIDITY loses nothing by itself: its
+    // messages are paired again by content and what it lacks is copied
+    // back to it, nothing is expunged (adopt.hpp).  One alone is a
+    // mailbox recreated, and counts for nothing; several at once are a
+    // store replaced or a database of another account, which would mix
+    // two stores: counted whole.
+    const auto replaced = std::count_if(boxes.begin(), boxes.end(), [&](const MailboxLoss& b) {
+      return b.mapped != 0 && b.seen[index(side)] == Seen::Replaced;
+    });
     for (const auto& box : boxes) {
       if (box.mapped == 0) continue;
       loss.mapped += box.mapped;
       ++loss.mailboxes;
+      if (replaced == 1 && box.seen[index(side)] == Seen::Replaced) continue;
       const std::uint64_t gone = gone_at_least(box, side);
       loss.gone += gone;
       switch (box.seen[index(side)]) {

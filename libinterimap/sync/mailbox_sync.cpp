@@ -1,5 +1,6 @@
 #include "sync/mailbox_sync.hpp"
 
+#include "sync/adopt.hpp"
 #include "sync/box.hpp"
 #include "sync/known.hpp"
 #include "sync/recovery.hpp"
@@ -59,10 +60,13 @@ void sync_mailbox(Context& ctx, MailboxList& list, const MailboxRecord& record) 
     for (Side s : kSides) box.state(s).uidvalidity = box.m(s).uidvalidity();
     // Committed with the first mappings or the final state.
     ctx.write().init_state(box.idx, box.state(Side::Local).uidvalidity, box.state(Side::Remote).uidvalidity);
-    sync_messages(ctx, box, {});
+    // Messages already on both sides are paired, not copied (adopt.hpp).
+    sync_messages(ctx, box, adopt(ctx, box));
     box.finish(ctx);
     return;
   }
+  // A side whose UIDVALIDITY changed: its messages are paired again (adopt.hpp).
+  if (recover_uidvalidity(ctx, list, record)) return;
   PerSide<const MailboxInfo*> infos{};
   for (Side s : kSides) infos[index(s)] = list.info(s, ctx.names.wire(s, box.name));
   // A mixed pair where only the plain side must be read (it cannot tell
@@ -115,6 +119,7 @@ void sync_mailboxes(Context& ctx, Workers& workers, MailboxList& list, const std
   for (const auto& name : mailboxes) {
     const auto it = records.find(name);
     if (it == records.end() || !std::binary_search(pending.begin(), pending.end(), it->second.idx)) continue;
+    if (any_side(uidvalidity_changed(ctx, list, it->second))) continue;  // recover_uidvalidity() starts again
     if (const auto rows = ctx.db->pending_appends(it->second.idx); !rows.empty()) {
       recover(ctx, it->second, rows);
       changed = true;
@@ -123,7 +128,7 @@ void sync_mailboxes(Context& ctx, Workers& workers, MailboxList& list, const std
 
   // Interrupted syncs first (the reference's order).
   for (const auto& record : ctx.db->interrupted_mailboxes())
-    if (wanted.count(record.name) != 0) {
+    if (wanted.count(record.name) != 0 && !any_side(uidvalidity_changed(ctx, list, record))) {
       resume(ctx, record);
       changed = true;
     }
@@ -136,15 +141,11 @@ void sync_mailboxes(Context& ctx, Workers& workers, MailboxList& list, const std
     const MailboxRecord& record = found->second;
     const PerSide<const MailboxInfo*> infos = {list.info(Side::Local, ctx.names.wire(Side::Local, name)),
                                                list.info(Side::Remote, ctx.names.wire(Side::Remote, name))};
-    if (record.state) {
-      // Detect UIDVALIDITY changes before starting (the reference's set_cache).
-      for (Side s : kSides) {
-        const auto* info = infos[index(s)];
-        if (info && info->uidvalidity && *info->uidvalidity != (*record.state)[s].uidvalidity)
-          Context::fail(to_string(s), fmt::format("UIDVALIDITY changed! ({} != {})  Need to invalidate the UID cache for {}.",
-                                                  *info->uidvalidity, (*record.state)[s].uidvalidity,
-                                                  ctx.names.wire(s, name)));
-      }
+    // Detect UIDVALIDITY changes before starting (the reference's set_cache,
+    // which stops there): sync_mailbox() pairs such a mailbox again.
+    if (any_side(uidvalidity_changed(ctx, list, record))) {
+      todo.push_back(record);
+      continue;
     }
     if (repair_mode) {
       // A mailbox new since the last run has nothing to repair: its first
@@ -168,7 +169,7 @@ void sync_mailboxes(Context& ctx, Workers& workers, MailboxList& list, const std
   }
   // Several at once where there are several (sync/workers.hpp).
   workers.run(todo, [&](Context& wctx, const MailboxRecord& record) {
-    if (repair_mode && record.state)
+    if (repair_mode && record.state && !any_side(uidvalidity_changed(wctx, list, record)))
       repair(wctx, record);
     else
       sync_mailbox(wctx, list, record);

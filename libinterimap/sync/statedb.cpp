@@ -716,6 +716,14 @@ void StateDB::init_state(MailboxId idx, std::uint32_t local_uidvalidity, std::ui
   q.bind(1, idx).bind(2, remote_uidvalidity).execute();
 }
 
+void StateDB::reset_state(MailboxId idx, std::uint32_t local_uidvalidity, std::uint32_t remote_uidvalidity) {
+  for (Sql id : {Sql::DeleteMappings, Sql::ClearPendingAppends, Sql::DeleteLocal, Sql::DeleteRemote}) {
+    auto q = impl_->write(id);
+    q.bind(1, idx).execute();
+  }
+  init_state(idx, local_uidvalidity, remote_uidvalidity);
+}
+
 std::optional<MailboxState> StateDB::state(MailboxId idx) const {
   auto q = impl_->query(Sql::GetState);
   q.bind(1, idx);

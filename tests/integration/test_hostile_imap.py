@@ -344,6 +344,24 @@ class InterimapHostile(Case):
         x.assert_converged(self, 4)
         self.assert_noop(x, 4)
 
+    def test_header_flood_adoption(self):
+        """Adoption (issue 15) reads headers only: a server that repeats
+        each header answer 2000 times and adds 2000 UIDs not asked for
+        makes no duplicate and no bogus pair; the 3 messages both sides
+        hold are adopted, the local one of its own copied once."""
+        x = Sync("im-header-flood", remote=3, local=0)
+        with h.Imap(x.pair.local) as m:
+            for _, (_, body) in sorted(x.fake.messages().items()):
+                m.append("INBOX", body, (), '"07-Feb-1994 21:52:25 -0800"')  # the fake store's date
+            m.append("INBOX", s.message("local own", 1), (), '"08-Feb-1994 21:52:25 -0800"')
+        r = x.run("header-flood", self.id())
+        self.assert_bounded(r)
+        self.assert_ok(r)
+        self.assertTrue(any("2000 times" in l for l in x.hooks()), x.hooks())
+        self.assertRegex(r.err, r"remote\(INBOX\): Adopted 3 of 3 message")
+        x.assert_converged(self, 4)
+        self.assert_noop(x, 4)
+
     # item 4
     def uid_bogus(self, scenario, pattern):
         x = self.synced()

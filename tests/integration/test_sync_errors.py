@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """interimap ($INTERIMAP): refusals and repairs.
 
- - UIDVALIDITY change, and a known mailbox gone from one side only: a
-   non-zero exit, a message naming the mailbox, stores and database as
-   they were;
+ - a known mailbox gone from one side only: a non-zero exit, a message
+   naming the mailbox, stores and database as they were; a UIDVALIDITY
+   change is no longer refused: the mailbox is paired again (issue 15);
  - a concurrent run on the same database is refused at once;
  - --repair after the database was tampered with (sqlite edits).
 Stores are read through imaplib and the database through sqlite3.
@@ -25,6 +25,9 @@ def setUpModule():
 
 class Errors(s.SeededCase):
     def test_uidvalidity_change(self):
+        # No longer a refusal (issue 15, test_sync_adopt.py for the details):
+        # the mailbox is paired again, what the recreated side lost comes
+        # back from the other one, its new message goes over, with a warning.
         for side in ("local", "remote"):
             with self.subTest(side=side):
                 p, e = self.synced()
@@ -33,10 +36,12 @@ class Errors(s.SeededCase):
                     sd.delete("Box")
                     sd.create("Box")
                     sd.append("Box", s.message("new box"))
-                before = self.state(p)
-                r = p.run()
-                s.assert_fails(r, "Box", "UIDVALIDITY")
-                self.assert_unchanged(p, before)
+                r = p.sync()
+                self.assertRegex(r.err, rf"{side}\(Box\): WARNING: UIDVALIDITY changed \(\d+ -> \d+\): re-paired 0 "
+                                        rf"message\(s\) by content; copying 3 message\(s\) to {side} \(3 of them "
+                                        rf"lost with the change\) and 1 to ")
+                e["Box"] = e["Box"] + s.counter((s.message("new box"), []))
+                p.check(expect=e)
 
     def test_mailbox_gone_from_one_side(self):
         for side in ("local", "remote"):

@@ -103,6 +103,10 @@ TEST_CASE("guard: side-wide mass deletion (defaults: 50% and 10 messages)") {
        std::nullopt, 0, 0},
       {"a mailbox recreated with its messages (UIDVALIDITY recovery's business)",
        {box("INBOX", 30, listed(30), listed(30)), box("Box", 20, listed(20), kReplaced)}, std::nullopt, 0, 0},
+      {"the only mailbox recreated with its messages", {box("Box", 30, listed(30), {Seen::Replaced, 30})}, std::nullopt, 0, 0},
+      {"the only mailbox recreated with 20 of its 30", {box("Box", 30, listed(30), {Seen::Replaced, 20})}, std::nullopt, 0, 0},
+      {"the only mailbox recreated empty (the recovery copies it back)", {box("Box", 30, {Seen::Replaced, 0}, listed(30))},
+       std::nullopt, 0, 0},
   };
   for (const auto& r : rows) {
     CAPTURE(r.what);
@@ -115,7 +119,8 @@ TEST_CASE("guard: side-wide mass deletion (defaults: 50% and 10 messages)") {
   }
 
   // The options: --allow-mass-deletion, mass-deletion-share = off, other numbers.
-  const std::vector<MailboxLoss> wiped = {box("INBOX", 40, listed(40), listed(0)), box("A", 60, listed(60), kReplaced)};
+  const std::vector<MailboxLoss> wiped = {box("INBOX", 40, listed(40), listed(0)), box("A", 30, listed(30), kReplaced),
+                                          box("B", 30, listed(30), kReplaced)};
   interimap::MassDeletionLimits allow;
   allow.allow = true;
   CHECK_FALSE(engine::find_mass_deletion(wiped, allow));
@@ -135,11 +140,11 @@ TEST_CASE("guard: side-wide mass deletion (defaults: 50% and 10 messages)") {
   names.set_delimiter(Side::Local, '/');
   const auto found = engine::find_mass_deletion(wiped, limits);
   REQUIRE(found);
-  CHECK(found->replaced == std::vector<std::string>{"A"});
+  CHECK(found->replaced == std::vector<std::string>{"A", "B"});
   CHECK(found->emptied == std::vector<std::string>{"INBOX"});
   CHECK(engine::describe(*found, limits, names) ==
-        "Mass deletion: 100 of the 100 synchronized messages (100%) are gone from remote, 2 of 2 mailbox(es) wholly "
-        "(replaced (new UIDVALIDITY): A; emptied: INBOX); nothing was changed, since the loss would be copied to "
+        "Mass deletion: 100 of the 100 synchronized messages (100%) are gone from remote, 3 of 3 mailbox(es) wholly "
+        "(replaced (new UIDVALIDITY): A, B; emptied: INBOX); nothing was changed, since the loss would be copied to "
         "local. Limits: mass-deletion-share = 50%, mass-deletion-minimum = 10. If this is what you want, run once "
         "with --allow-mass-deletion.");
 }

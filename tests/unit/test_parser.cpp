@@ -367,6 +367,33 @@ TEST_CASE("parser: FETCH items") {
   }
 }
 
+TEST_CASE("parser: FETCH header sections (Mailbox::fetch_headers)") {
+  const struct {
+    std::string in;
+    std::optional<std::string> header;
+  } rows[] = {
+      {"* 6 FETCH (UID 13 BODY[HEADER.FIELDS (MESSAGE-ID X-FOO)] " + lit("Message-ID: <a@b>\r\n\r\n") + ")\r\n",
+       "Message-ID: <a@b>\r\n\r\n"},
+      {"* 6 FETCH (BODY[HEADER.FIELDS (\"X-Bar\" " + lit("X-Id") + ")] " + lit("X-Id: 1\r\n\r\n") + " UID 14)\r\n",
+       "X-Id: 1\r\n\r\n"},
+      {"* 6 FETCH (UID 1 body[header] " + lit("H: v\r\n\r\n") + ")\r\n", "H: v\r\n\r\n"},
+      {"* 6 FETCH (UID 1 BODY.PEEK[HEADER] \"H: v\")\r\n", "H: v"},  // echoed as asked by some servers
+      {"* 6 FETCH (UID 1 BODY[HEADER] NIL)\r\n", ""},
+      {"* 6 FETCH (UID 1 BODY[HEADER]<0> " + lit("H: v") + ")\r\n", std::nullopt},  // a part, not the header
+      {"* 6 FETCH (UID 1 BODY[HEADER.FIELDS.NOT (X)] " + lit("H: v") + ")\r\n", std::nullopt},
+      {"* 6 FETCH (UID 1 BODY[1.HEADER] " + lit("H: v") + ")\r\n", std::nullopt},
+      {"* 6 FETCH (UID 1 RFC822.HEADER " + lit("H: v") + ")\r\n", std::nullopt},
+      {"* 6 FETCH (UID 1 BODY[TEXT] \"t\")\r\n", std::nullopt},
+      {"* 6 FETCH (UID 1 FLAGS (\\Seen))\r\n", std::nullopt},
+  };
+  for (const auto& row : rows) {
+    CAPTURE(describe_response(row.in));
+    const auto d = parse_as<FetchData>(row.in);
+    CHECK(d.header == row.header);
+    CHECK_FALSE(d.body.has_value());
+  }
+}
+
 TEST_CASE("parser: FETCH ENVELOPE") {
   // RFC 3501 8, the example session.
   const auto d = parse_as<FetchData>(

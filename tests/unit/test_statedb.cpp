@@ -715,6 +715,52 @@ TEST_CASE("appends in flight: recorded before, kept at the oldest, cleared after
   CHECK(db.mailboxes_with_pending_appends() == std::vector<MailboxId>{b});
 }
 
+TEST_CASE("reset_state: a UIDVALIDITY change forgets the pairs and appends in flight, keeps recorded flags") {
+  Fixture f;
+  StateDB& db = f.db;
+  const MailboxId a = add_with_state(db, "a");
+  const MailboxId b = add_with_state(db, "b");
+  {
+    auto tx = db.begin();
+    for (MailboxId m : {a, b}) {
+      db.add_mappings(m, std::vector<Mapping>{{1, 2}, {3, 4}});
+      db.set_state(m, Side::Local, 5, 50);
+      db.set_state(m, Side::Remote, 6, 60);
+      db.set_pending_append(m, Side::Remote, 6);
+      db.set_synced_flags(m, Side::Local, 1, "\\Seen");
+    }
+    tx.commit();
+  }
+  CHECK_THROWS_AS(db.reset_state(a, 11, 99), std::logic_error);  // needs a transaction
+  {
+    auto tx = db.begin();
+    db.reset_state(a, 11, 99);
+  }  // rolled back
+  CHECK(db.mapping_count(a) == 2);
+  {
+    auto tx = db.begin();
+    db.reset_state(a, 11, 99);
+    db.add_mapping(a, Mapping{3, 2});  // the new pairs may reuse the old UIDs
+    tx.commit();
+  }
+  const auto st = db.state(a);
+  REQUIRE(st.has_value());
+  CHECK((*st)[Side::Local] == interimap::SideState{11, 0, 0});
+  CHECK((*st)[Side::Remote] == interimap::SideState{99, 0, 0});
+  CHECK(db.mapping_count(a) == 1);
+  CHECK(db.lookup(a, Side::Local, 3) == std::optional<std::uint32_t>(2));
+  CHECK(db.pending_appends(a).empty());
+  CHECK(db.synced_flags(a, Side::Local).size() == 1);
+  // the other mailbox untouched
+  CHECK(db.mapping_count(b) == 2);
+  CHECK((*db.state(b))[Side::Remote] == interimap::SideState{22, 6, 60});
+  CHECK(db.pending_appends(b).size() == 1);
+  // the pairs recorded at UIDNEXT 0 make it an interrupted sync until its state is recorded
+  bool interrupted = false;
+  for (const auto& r : db.interrupted_mailboxes()) interrupted = interrupted || r.idx == a;
+  CHECK(interrupted);
+}
+
 TEST_CASE("delete_mailbox removes all its rows, not its children") {
   Fixture f;
   StateDB& db = f.db;

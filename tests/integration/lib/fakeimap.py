@@ -46,6 +46,8 @@ SCENARIOS = {
     "endless-literals": "SELECT is answered with one FETCH response of endless 64 KiB literals (up to 1 GiB)",
     "control-chars": "an ALERT and a mailbox name carrying ESC, CR and LF",
     "control-chars-no": "SELECT refused with a text carrying ESC and CR",
+    "header-flood": "a header UID FETCH (BODY.PEEK[HEADER...]) also returns each message 2000 times more, "
+                    "and 2000 UIDs not asked for",
 }
 
 CAPABILITIES = ("IMAP4rev1 LITERAL+ ENABLE IDLE UIDPLUS MULTIAPPEND UNSELECT CONDSTORE QRESYNC "
@@ -139,6 +141,39 @@ def add_message(mb, body, flags, date=None):
 
 # ---------------------------------------------------------------------------
 # Syntax
+
+def join_sections(items):
+    """FETCH items as strings, a section's field list joined back in:
+    ['BODY.PEEK[HEADER.FIELDS', ['MESSAGE-ID'], ']'] -> 'BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]'."""
+    out = []
+    for it in items:
+        if isinstance(it, list) and out and out[-1].upper().endswith(".FIELDS"):
+            out[-1] += " (" + " ".join(str(x) for x in it) + ")"
+        elif str(it) == "]" and out:
+            out[-1] += "]"
+        else:
+            out.append(str(it))
+    return out
+
+
+def header_section(body, section):
+    """RFC 3501 6.4.5: HEADER (the header and its blank line) or
+    HEADER.FIELDS (A B) (those fields, folds included, then a blank line)."""
+    head = body.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    if section.upper() == "HEADER":
+        return head + b"\r\n"
+    names = {n.upper().encode() for n in section[section.index("(") + 1:section.rindex(")")].split()}
+    out, keep = b"", False
+    for line in head.split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out += line + b"\r\n"
+            continue
+        keep = line.split(b":", 1)[0].strip().upper() in names
+        if keep:
+            out += line + b"\r\n"
+    return out + b"\r\n"
+
 
 class Literal(bytes):
     pass
@@ -559,6 +594,10 @@ class Server:
                 parts.append(b"ENVELOPE " + envelope(body))
             elif it in ("BODY.PEEK[]", "BODY[]", "RFC822"):
                 parts.append(b"BODY[] {%d}\r\n" % len(body) + body)
+            elif it.startswith(("BODY.PEEK[HEADER", "BODY[HEADER")):
+                section = it[it.index("[") + 1:-1]
+                data = header_section(body, section)
+                parts.append(b"BODY[%s] {%d}\r\n" % (section.encode(), len(data)) + data)
         return b"* %d FETCH (" % seq + b" ".join(parts) + b")"
 
     def cmd_UID_FETCH(self, tag, args):
@@ -568,7 +607,7 @@ class Server:
             return "BAD no mailbox selected"
         ranges = parse_set(str(args[0]), self.largest(mb))
         items = args[1] if isinstance(args[1], list) else [args[1]]
-        items = [str(i) for i in items]
+        items = join_sections(items)
         if "UID" not in [i.upper() for i in items]:
             items = ["UID"] + items
         since, vanished = None, False
@@ -591,6 +630,15 @@ class Server:
         with_body = any(i.upper() in ("BODY.PEEK[]", "BODY[]") for i in items)
         if with_body and mb["messages"]:
             self.fetch_hooks(mb, ranges, items, sent)
+        with_header = any("[HEADER" in i.upper() for i in items)
+        if with_header and sent and self.scenario == "header-flood":
+            self.hook(f"FETCH: {len(sent)} message(s) 2000 times more, 2000 UIDs not asked for")
+            for _ in range(2000):
+                for seq, m in sent:
+                    self.line(self.fetch_line(mb, m, seq, items))
+            seq, m = sent[-1]
+            for k in range(2000):
+                self.line(self.fetch_line(mb, m, seq, items, uid=mb["uidnext"] + 10 + k))
         return "OK fetched"
 
     def fetch_hooks(self, mb, ranges, items, sent):
