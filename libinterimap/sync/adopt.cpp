@@ -201,9 +201,9 @@ bool recover_uidvalidity(Context& ctx, const MailboxList& list, const MailboxRec
   db.add_mappings(box.idx, mt.pairs);
   ctx.commit();
   // The journal's lines of those pending appends name void UIDs (recover()
-  // was not run for this mailbox); the others' were used by now, as when
-  // sync_messages() clears it.
-  if (had_pending) ctx.journal->clear();
+  // was not run for this mailbox): done with them (the file goes once no
+  // other mailbox needs it).
+  if (had_pending) ctx.journal->done(box.idx);
   for (Side s : kSides) box.state(s) = SideState{uidvalidity[index(s)], 0, 0};
 
   sync_messages(ctx, box, mt.paired);

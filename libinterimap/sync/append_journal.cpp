@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace interimap::detail::sync {
@@ -117,6 +118,17 @@ std::map<uint32_t, AppendJournal::Entry> AppendJournal::latest(MailboxId idx, Si
     out.insert_or_assign(uid, std::move(e));
   });
   return out;
+}
+
+bool AppendJournal::exists() const {
+  if (path_.empty()) return false;
+  struct stat st {};
+  return ::stat(path_.c_str(), &st) == 0;
+}
+
+void AppendJournal::hold(MailboxId idx) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  active_.insert(idx);
 }
 
 void AppendJournal::done(MailboxId idx) {

@@ -63,6 +63,11 @@ class AppendJournal {
   std::map<uint32_t, Entry> latest(MailboxId idx, Side target) const;
   // Once no pending-append row is left (committed): removes the file.
   void clear();
+  // Whether the file is there (an interrupted run's lines).
+  bool exists() const;
+  // Mailbox `idx` needs the file's lines until done(idx) (an interrupted
+  // run's mailbox, before it is recovered or resumed).
+  void hold(MailboxId idx);
   // Once mailbox `idx`'s copies are recorded (committed): removes the file
   // unless another mailbox recorded copies since and is not done yet (the
   // workers of a pass: sync/workers.hpp).

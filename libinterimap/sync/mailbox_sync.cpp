@@ -116,6 +116,13 @@ void sync_mailboxes(Context& ctx, Workers& workers, MailboxList& list, const std
 
   // Copies an interrupted run made but did not record (our addition).
   const auto pending = ctx.db->mailboxes_with_pending_appends();
+  // The append journal's lines of every mailbox an interrupted run left
+  // are kept until that mailbox is done with (with several mailboxes in
+  // flight, several may be): the file goes only then.
+  std::set<MailboxId> held(pending.begin(), pending.end());
+  if (!held.empty() || ctx.journal->exists())
+    for (const auto& record : ctx.db->interrupted_mailboxes()) held.insert(record.idx);
+  for (MailboxId idx : held) ctx.journal->hold(idx);
   for (const auto& name : mailboxes) {
     const auto it = records.find(name);
     if (it == records.end() || !std::binary_search(pending.begin(), pending.end(), it->second.idx)) continue;
@@ -132,6 +139,14 @@ void sync_mailboxes(Context& ctx, Workers& workers, MailboxList& list, const std
       resume(ctx, record);
       changed = true;
     }
+  if (!held.empty()) {
+    // Those recovered and not interrupted (and those resumed) are done.
+    std::set<MailboxId> still;
+    for (MailboxId idx : ctx.db->mailboxes_with_pending_appends()) still.insert(idx);
+    for (const auto& record : ctx.db->interrupted_mailboxes()) still.insert(record.idx);
+    for (MailboxId idx : held)
+      if (still.count(idx) == 0) ctx.journal->done(idx);
+  }
   if (changed) list.records();  // refreshes `records`
 
   std::vector<MailboxRecord> todo;

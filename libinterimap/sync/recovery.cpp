@@ -26,7 +26,7 @@ void recover(Context& ctx, const MailboxRecord& record, const std::vector<std::p
   if (!record.state) {
     ctx.write().clear_pending_appends(record.idx);
     ctx.commit();
-    ctx.journal->clear();
+    ctx.journal->done(record.idx);
     return;
   }
   // Only the UIDVALIDITYs matter here (a plain SELECT, checked against

@@ -322,6 +322,19 @@ TEST_CASE("append journal: removed once every mailbox that recorded copies is do
   CHECK(std::filesystem::exists(path));
   journal.done(3);
   CHECK(!std::filesystem::exists(path));
+
+  // Two mailboxes an interrupted run left (workers): the lines of the
+  // second stay while the first is resumed and done.
+  journal.record(5, Side::Local, 1, {Copy{13, "d", ""}});
+  journal.record(6, Side::Remote, 1, {Copy{14, "e", ""}});
+  engine::AppendJournal next_run(path);
+  CHECK(next_run.exists());
+  next_run.hold(5);
+  next_run.hold(6);
+  next_run.done(5);
+  CHECK(next_run.latest(6, Side::Remote).size() == 1);
+  next_run.done(6);
+  CHECK_FALSE(next_run.exists());
 }
 
 TEST_CASE("append journal: an unwritable file is an error before the APPEND") {
