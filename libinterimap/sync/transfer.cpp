@@ -99,6 +99,20 @@ UidSet pull_new(Context& ctx, Box& box, Side source, const UidSet& ignore) {
   return added;
 }
 
+// After our APPENDs into a selected QRESYNC mailbox, its HIGHESTMODSEQ
+// must cover our copies, or the next run takes them for changes made
+// there (and stores their flags back: not a loss, but not a no-op).
+// Dovecot does not always send [HIGHESTMODSEQ] after an APPEND; when
+// nothing raised it, the copies' own MODSEQs do (Mailbox raises it from
+// FETCHed MODSEQs; what other clients changed meanwhile comes with that
+// FETCH as pending changes, taken by the final sync_known()).
+void cover_appends(Context& ctx, Box& box, Side target, const UidSet& added, uint64_t before) {
+  Mailbox& m = box.m(target);
+  if (added.empty() || ctx.tracking[index(target)] != ChangeTracking::Qresync || !m.selected()) return;
+  if (m.highestmodseq().value_or(0) > before) return;
+  m.fetch_flags(added, [](MessageFlags&) {});
+}
+
 }  // namespace
 
 // A batch (the reference's 128 messages or 1 MiB) is appended on a thread
@@ -118,6 +132,7 @@ UidSet transfer(Context& ctx, Box& box, Side source, const UidSet& uids, bool an
   static constexpr auto kCommitInterval = std::chrono::seconds(1);
 
   UidSet added;
+  const uint64_t modseq_before = dst.highestmodseq().value_or(0);
   size_t uncommitted = 0;
   auto last_commit = std::chrono::steady_clock::now();
   std::vector<AppendMessage> batch;
@@ -195,6 +210,7 @@ UidSet transfer(Context& ctx, Box& box, Side source, const UidSet& uids, bool an
     throw;
   }
   if (uncommitted > 0) ctx.commit();
+  cover_appends(ctx, box, target, added, modseq_before);
   return added;
 }
 
@@ -228,6 +244,8 @@ void cross_append(Context& ctx, Box& box, const PerSide<UidSet>& pick, PerSide<s
   // committed with the mailbox's new state.
   PerSide<std::vector<Mapping>> maps;
   PerSide<UidSet> added;
+  PerSide<uint64_t> modseq_before{};
+  for (Side s : kSides) modseq_before[index(s)] = box.m(s).highestmodseq().value_or(0);
   // (Here, not on the sides' threads: each thread touches its target's tracker.)
   for (Side s : kSides)
     for (const Message& m : fetched[index(s)]) box.tracker[index(s)]->known_flags(m.uid, flag_string(m.flags));
@@ -264,6 +282,7 @@ void cross_append(Context& ctx, Box& box, const PerSide<UidSet>& pick, PerSide<s
     throw;
   }
   record();
+  ctx.both.run([&](Side target) { cover_appends(ctx, box, target, added[index(target)], modseq_before[index(target)]); });
   for (Side s : kSides) {
     ignore[index(s)].insert(pick[index(s)]);
     ignore[index(s)].insert(added[index(s)]);
